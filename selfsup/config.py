@@ -1,0 +1,276 @@
+"""Typed configuration: every option of a run lives in a dataclass here or in its method's file.
+
+A run's ``config.yaml`` is ``RunConfig`` written out in full (every default resolved), so
+``selfsup pretrain --config RUN/config.yaml`` reproduces it. YAML is read with
+``yaml.safe_load`` and checked field by field against the dataclasses: an unknown key or a
+value of the wrong type is a ``SelfsupError`` naming the key, never a silent default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+
+import yaml
+
+from selfsup.errors import SelfsupError
+
+Precision = Literal["auto", "32-true", "bf16-mixed", "16-mixed"]
+
+
+@dataclass
+class DataConfig:
+    """Where the unlabeled images come from and how they are decoded."""
+
+    name: str = "digits"
+    """A data spec: ``digits``, ``fashion-mnist[:FOLDER]``, ``folder:PATH`` or ``npz:PATH``."""
+    image_size: int | None = None
+    """Resize folder images to this square size; None keeps the source's own size."""
+    skip_bad: bool = False
+    """Skip unreadable image files (they are counted in the log) instead of stopping."""
+    num_workers: int = 0
+    """Loader worker processes that decode files; 0 is best for in-memory sets (digits,
+    fashion-mnist, npz), 2-8 for a folder of JPEG/PNG files."""
+
+
+@dataclass
+class TrainConfig:
+    """The engine's options: how long, how fast, on what, and how often to save."""
+
+    batch_size: int = 256
+    max_steps: int | None = None
+    max_epochs: int | None = None
+    max_time: str | None = None
+    """Wall-clock budget such as ``15m``, ``1h30m`` or ``90s``; the run stops cleanly and saves."""
+    optimizer: Literal["adamw", "lars", "sgd"] = "adamw"
+    """AdamW is robust at batch sizes up to ~1024; LARS is what SimCLR/BYOL use for 4096."""
+    lr: float | None = None
+    """Peak learning rate; None takes the method's recommendation (scaled by batch size / 256)."""
+    weight_decay: float | None = None
+    """None takes the method's recommendation."""
+    warmup_fraction: float = 0.05
+    """Linear warm-up over this share of the steps, then cosine decay to ``min_lr_ratio`` × peak."""
+    min_lr_ratio: float = 0.01
+    grad_clip: float | None = 3.0
+    """Clip the global gradient norm; None turns clipping off."""
+    precision: Precision = "auto"
+    """``auto`` picks bf16-mixed on GPUs and CPUs with native bf16 (AVX512-BF16/AMX), else 32-true."""
+    channels_last: bool = True
+    """Channels-last memory format: about 1.4x faster convolutions on a CPU, free on a GPU."""
+    accelerator: Literal["auto", "cpu", "cuda", "gpu", "mps"] = "auto"
+    devices: int = 1
+    strategy: Literal["auto", "ddp", "ddp_spawn", "fsdp"] = "auto"
+    num_nodes: int = 1
+    seed: int = 0
+    log_every: int = 10
+    """Write loss, lr and throughput to metrics.csv/TensorBoard every N steps."""
+    collapse_every: int = 50
+    """Measure the collapse metrics (effective rank, embedding std) every N steps."""
+    collapse_rank_min: float = 1.5
+    """Warn when the effective rank of the embeddings falls below this (1 = full collapse)."""
+    checkpoint_every: int = 500
+    """Save a resumable checkpoint every N steps (and always at the end)."""
+    on_nan: Literal["stop", "skip"] = "stop"
+    """What a NaN/Inf loss does: stop with a message (last good checkpoint kept) or skip the step."""
+    progress: bool = True
+
+
+@dataclass
+class EvalConfig:
+    """The evaluation protocol run after pretraining and by ``selfsup evaluate``."""
+
+    data: str | None = None
+    """Labelled data for evaluation; None uses the pretraining data's labels (train/test splits)."""
+    protocols: tuple[str, ...] = ("linear", "knn")
+    label_fractions: tuple[float, ...] = (0.01, 0.1, 1.0)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    knn_k: int = 20
+    knn_temperature: float = 0.07
+    baselines: bool = True
+    """Also evaluate raw pixels and the same encoder at random init, in the same run."""
+    max_train: int | None = None
+    """Use at most this many labelled training samples (None: all)."""
+    batch_size: int = 512
+    report: bool = True
+    """Write report.html with curves, the label-efficiency plot and a t-SNE map."""
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a pretraining run."""
+
+    method: str = "simclr"
+    encoder: str = "convnet"
+    encoder_args: dict[str, Any] = field(default_factory=dict)
+    method_args: dict[str, Any] = field(default_factory=dict)
+    """The method's own hyperparameters (see ``selfsup list`` and the method's dataclass)."""
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    out: str | None = None
+    """Run folder; None makes ``runs/<method>-<data>-<time>``."""
+
+
+T = TypeVar("T")
+
+
+def parse_duration(text: str) -> float:
+    """``"15m"`` -> 900.0 seconds. Accepts d, h, m, s parts (``1h30m``), or plain seconds."""
+    text = str(text).strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    parts = re.findall(r"(\d+(?:\.\d+)?)\s*([dhms])", text)
+    if not parts or "".join(n + u for n, u in parts) != text.replace(" ", ""):
+        raise SelfsupError(f"cannot read duration {text!r}: write it like 90s, 15m, 1h30m or 2d")
+    scale = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+    return sum(float(n) * scale[u] for n, u in parts)
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; convert the harmless cases (int -> float, list -> tuple)."""
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        options = get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, key)
+            except SelfsupError as error:
+                errors.append(error)
+        raise errors[0]
+    if origin is Literal:
+        choices = get_args(tp)
+        if value not in choices:
+            raise SelfsupError(
+                f"config key {key!r} must be one of {', '.join(map(str, choices))}; got {value!r}"
+            )
+        return value
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        args = get_args(tp)
+        inner = args[0] if args else Any
+        items = [_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise SelfsupError(f"config key {key!r} must be a mapping; got {value!r}")
+        return dict(value)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise SelfsupError(f"config key {key!r} must be a mapping; got {value!r}")
+        return from_dict(tp, value, prefix=key + ".")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise SelfsupError(f"config key {key!r} must be true or false; got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise SelfsupError(f"config key {key!r} must be a number; got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise SelfsupError(f"config key {key!r} must be an integer; got {value!r}")
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise SelfsupError(f"config key {key!r} must be a string; got {value!r}")
+    raise SelfsupError(f"config key {key!r}: unsupported type {_type_name(tp)}")
+
+
+def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
+    """Build dataclass ``cls`` from a plain mapping, rejecting unknown keys and wrong types."""
+    if not isinstance(data, dict):
+        raise SelfsupError(
+            f"config section {prefix.rstrip('.') or 'top level'!r} must be a mapping"
+        )
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = (
+                f" (did you mean {prefix}{close[0]!r}?)"
+                if close
+                else f"; known keys: {', '.join(names)}"
+            )
+            raise SelfsupError(f"unknown config key {prefix}{key!r}{hint}")
+        kwargs[key] = _coerce(value, hints[key], prefix + key)
+    obj = cls(**kwargs)
+    check = getattr(obj, "validate", None)
+    if check is not None:
+        check()
+    return obj
+
+
+def to_dict(obj: Any) -> Any:
+    """A dataclass as plain YAML-safe data (tuples become lists)."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping with ``safe_load`` (no Python objects, no code)."""
+    path = Path(path)
+    if not path.is_file():
+        raise SelfsupError(f"config file {str(path)!r} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise SelfsupError(f"config file {str(path)!r} is not valid YAML{where}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise SelfsupError(f"config file {str(path)!r} must hold a mapping of keys to values")
+    return data
+
+
+def apply_override(data: dict[str, Any], assignment: str) -> None:
+    """Apply ``train.lr=0.01`` to the nested mapping ``data`` (the value is read as YAML)."""
+    if "=" not in assignment:
+        raise SelfsupError(
+            f"override {assignment!r} must look like key.path=value, e.g. train.lr=0.001"
+        )
+    key, text = assignment.split("=", 1)
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        value = text
+    node = data
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise SelfsupError(f"override {assignment!r}: {part!r} is not a section")
+    node[parts[-1]] = value
+
+
+def dump_yaml(data: Any) -> str:
+    return yaml.safe_dump(to_dict(data), sort_keys=False, default_flow_style=None)

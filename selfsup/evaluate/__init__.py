@@ -1,0 +1,32 @@
+"""Evaluation as pure functions over frozen features: kNN, linear probe, collapse
+metrics, the label-efficiency protocol and the HTML report."""
+
+from selfsup.evaluate.collapse import effective_rank, embedding_std
+from selfsup.evaluate.knn import knn_accuracy, knn_predict
+from selfsup.evaluate.linear import fit_linear_classifier, linear_probe
+from selfsup.evaluate.protocol import (
+    FeatureSet,
+    class_balanced_subset,
+    evaluate_features,
+    read_eval_json,
+    rows_table,
+    write_eval_json,
+)
+from selfsup.evaluate.report import read_metrics_csv, write_report
+
+__all__ = [
+    "FeatureSet",
+    "class_balanced_subset",
+    "effective_rank",
+    "embedding_std",
+    "evaluate_features",
+    "fit_linear_classifier",
+    "knn_accuracy",
+    "knn_predict",
+    "linear_probe",
+    "read_eval_json",
+    "read_metrics_csv",
+    "rows_table",
+    "write_eval_json",
+    "write_report",
+]

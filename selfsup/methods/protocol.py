@@ -1,0 +1,36 @@
+"""What every method offers the engine, and what the engine tells a method when building it.
+
+A method is an ``nn.Module`` that satisfies ``Method`` structurally; it does not inherit
+from anything of ours. It never touches the optimizer, the devices or files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """What a method needs to know about its inputs to build views and heads."""
+
+    channels: int
+    image_size: int
+    channels_last: bool = True
+
+
+@runtime_checkable
+class Method(Protocol):
+    encoder: nn.Module
+    """The part that is exported and evaluated."""
+
+    def training_step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """One step's loss (key ``"loss"``) and metrics; key ``"features"`` (B, D), detached
+        encoder outputs of one view, feeds the collapse monitor."""
+        ...
+
+    def on_step_end(self, progress: float) -> None:
+        """After each optimizer step; ``progress`` in [0, 1] drives EMA and temperature schedules."""
+        ...
