@@ -152,12 +152,13 @@ def _pretrain_worker(
             f"[yellow]skipped {len(dataset.skipped)} unreadable files[/] (first: {dataset.skipped[0]})"
         )
     height, width = dataset.image_size
+    fabric.seed_everything(
+        cfg.train.seed, verbose=False
+    )  # encoder and head weights follow from the seed
     if encoder is None:
-        with torch.random.fork_rng():
-            torch.manual_seed(cfg.train.seed)
-            encoder = build_encoder(
-                cfg.encoder, in_channels=dataset.channels, image_size=height, **cfg.encoder_args
-            )
+        encoder = build_encoder(
+            cfg.encoder, in_channels=dataset.channels, image_size=height, **cfg.encoder_args
+        )
     info = DataInfo(
         channels=dataset.channels, image_size=height, channels_last=cfg.train.channels_last
     )
@@ -182,7 +183,7 @@ def _pretrain_worker(
 def pretrain(
     config: RunConfig | dict | str | Path | None = None,
     *,
-    encoder: nn.Module | None = None,
+    encoder: str | nn.Module | None = None,
     resume: str | Path | None = None,
     evaluate: bool = True,
     overrides: list[str] | tuple[str, ...] = (),
@@ -193,6 +194,9 @@ def pretrain(
     ``pretrain(method="simclr", data="fashion-mnist", train={"max_time": "15m"})``;
     ``resume`` takes a run folder or a checkpoint file and continues it exactly.
     """
+    module = encoder if isinstance(encoder, nn.Module) else None
+    if isinstance(encoder, str):
+        sections["encoder"] = encoder
     resume_from: Path | None = None
     if resume is not None:
         resume_path = Path(resume)
@@ -213,7 +217,7 @@ def pretrain(
     os.environ[RUN_DIR_ENV] = str(run_dir)
     try:
         fabric = make_fabric(cfg, run_dir)
-        result = fabric.launch(_pretrain_worker, cfg, run_dir, resume_from, encoder)
+        result = fabric.launch(_pretrain_worker, cfg, run_dir, resume_from, module)
     finally:
         os.environ.pop(RUN_DIR_ENV, None)
     run = Run(run_dir, result)

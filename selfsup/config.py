@@ -208,11 +208,11 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
         if key not in names:
             close = difflib.get_close_matches(str(key), names, n=1)
             hint = (
-                f" (did you mean {prefix}{close[0]!r}?)"
+                f" (did you mean '{prefix}{close[0]}'?)"
                 if close
                 else f"; known keys: {', '.join(names)}"
             )
-            raise SelfsupError(f"unknown config key {prefix}{key!r}{hint}")
+            raise SelfsupError(f"unknown config key '{prefix}{key}'{hint}")
         kwargs[key] = _coerce(value, hints[key], prefix + key)
     obj = cls(**kwargs)
     check = getattr(obj, "validate", None)

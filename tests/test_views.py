@@ -1,0 +1,62 @@
+"""Batched kornia views: shapes, memory format, randomness per image, the recipe's switches."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from selfsup.errors import SelfsupError
+from selfsup.views import ImageAugment, ImageViews, prepare
+
+
+def test_two_views_of_a_batch_are_normalised_channels_last_and_differ():
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8)
+    v1, v2 = ImageViews(3, 32, ImageAugment())(images)
+    assert v1.shape == v2.shape == (16, 3, 32, 32)
+    assert v1.dtype == torch.float32 and v1.is_contiguous(memory_format=torch.channels_last)
+    assert not torch.allclose(v1, v2)
+    # each image gets its own crop: the views of two identical images differ
+    same = images[:1].repeat(4, 1, 1, 1)
+    a, _ = ImageViews(3, 32, ImageAugment())(same)
+    assert not torch.allclose(a[0], a[1])
+
+
+def test_one_channel_and_tiny_images_and_output_size():
+    images = torch.randint(0, 256, (8, 1, 8, 8), dtype=torch.uint8)
+    views = ImageViews(1, 8, ImageAugment(output_size=12), num_views=3, channels_last=False)(images)
+    assert len(views) == 3 and all(v.shape == (8, 1, 12, 12) for v in views)
+
+
+def test_identity_recipe_reproduces_the_evaluation_input():
+    images = torch.randint(0, 256, (4, 1, 28, 28), dtype=torch.uint8)
+    recipe = ImageAugment(
+        crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip_p=0.0, jitter_p=0.0, grayscale_p=0.0
+    )
+    (view,) = ImageViews(1, 28, recipe, num_views=1)(images)
+    torch.testing.assert_close(view, prepare(images), atol=1e-4, rtol=0)
+
+
+def test_seeded_views_are_reproducible():
+    images = torch.randint(0, 256, (8, 3, 16, 16), dtype=torch.uint8)
+    views = ImageViews(3, 16, ImageAugment())
+    torch.manual_seed(3)
+    a = views(images)
+    torch.manual_seed(3)
+    b = views(images)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"crop_scale": (0.5, 0.2)},
+        {"crop_scale": (0.0, 1.0)},
+        {"flip_p": 1.5},
+        {"output_size": 0},
+        {"blur_p": -0.1},
+    ],
+)
+def test_impossible_recipes_are_clear_errors(bad):
+    with pytest.raises(SelfsupError):
+        ImageViews(3, 32, ImageAugment(**bad))
