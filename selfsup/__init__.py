@@ -1,24 +1,33 @@
 """selfsup: self-supervised pretraining, evaluation and export.
 
-    import selfsup
-    run = selfsup.pretrain(method="simclr", data="fashion-mnist", train={"max_time": "15m"})
-    rows = selfsup.evaluate(run.run_dir)
-    encoder = selfsup.load_encoder(run.run_dir)
+import selfsup
+run = selfsup.pretrain(method="simclr", data="fashion-mnist", train={"max_time": "15m"})
+rows = selfsup.evaluate(run.run_dir)
+encoder = selfsup.load_encoder(run.run_dir)
 """
 
 from selfsup.api import (
-           Run,
-           embed,
-           export_checkpoint,
-           extract_features,
-           load_encoder,
-           make_config,
-           pretrain,
+    Run,
+    embed,
+    export_checkpoint,
+    extract_features,
+    load_encoder,
+    make_config,
+    pretrain,
 )
 from selfsup.api import evaluate_run as evaluate
 from selfsup.errors import SelfsupError
 
 __version__ = "0.1.0"
 
-__all__ = ["Run", "SelfsupError", "embed", "evaluate", "export_checkpoint", "extract_features", "load_encoder",
-           "make_config", "pretrain"]
+__all__ = [
+    "Run",
+    "SelfsupError",
+    "embed",
+    "evaluate",
+    "export_checkpoint",
+    "extract_features",
+    "load_encoder",
+    "make_config",
+    "pretrain",
+]

@@ -57,6 +57,8 @@ class Run:
     run_dir: Path
     train: TrainResult
     eval_rows: list[dict[str, Any]] = field(default_factory=list)
+    rank: int = 0
+    """This process's global rank: under DDP every process returns a ``Run``; rank 0 evaluates."""
 
     @property
     def encoder(self) -> nn.Module:
@@ -220,7 +222,7 @@ def pretrain(
         result = fabric.launch(_pretrain_worker, cfg, run_dir, resume_from, module)
     finally:
         os.environ.pop(RUN_DIR_ENV, None)
-    run = Run(run_dir, result)
+    run = Run(run_dir, result, rank=fabric.global_rank)
     if fabric.global_rank != 0:
         return run
     if (

@@ -153,9 +153,10 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
         **_sections(args),
     )
     r = run.train
-    print(
-        f"run folder: {run.run_dir}  ({r.steps} steps, stopped by {r.stopped_by}, {r.seconds:.0f} s, {r.precision})"
-    )
+    if run.rank == 0:
+        print(
+            f"run folder: {run.run_dir}  ({r.steps} steps, stopped by {r.stopped_by}, {r.seconds:.0f} s, {r.precision})"
+        )
 
 
 def cmd_demo(args: argparse.Namespace) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import os
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -120,7 +121,7 @@ def make_fabric(cfg: RunConfig, run_dir: Path | None) -> Fabric:
     loggers = []
     if run_dir is not None:
         loggers = [
-            CSVLogger(str(run_dir), name="", version=""),
+            CSVLogger(str(run_dir), name="", version="", flush_logs_every_n_steps=10),
             TensorBoardLogger(str(run_dir), name="tensorboard", version=""),
         ]
     strategy = cfg.train.strategy
@@ -153,6 +154,10 @@ def train(
     t = cfg.train
     fabric.seed_everything(t.seed, verbose=False)
     world = fabric.world_size
+    if fabric.device.type == "cpu" and fabric.world_size > 1:
+        # processes on one CPU share its cores; oversubscribed OpenMP threads spin and crawl
+        local = max(1, fabric.world_size // max(1, cfg.train.num_nodes))
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
     sampler = ResumableSampler(
         len(dataset), t.batch_size, seed=t.seed, rank=fabric.global_rank, world=world
     )

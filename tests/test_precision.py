@@ -1,0 +1,63 @@
+"""bf16-mixed trains as well as float32 at equal steps, and what ``precision="auto"`` picks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from lightning_fabric import Fabric
+
+from selfsup.api import extract_features, make_config
+from selfsup.data import load_images
+from selfsup.encoders import build_encoder
+from selfsup.engine import precision as prec
+from selfsup.engine import train
+from selfsup.evaluate import knn_accuracy
+from selfsup.methods import DataInfo, build_method
+
+
+def knn_after_training(tmp_path, precision: str) -> float:
+    cfg = make_config(
+        encoder="convnet",
+        encoder_args={"width": 16},
+        data="digits",
+        train={
+            "batch_size": 128,
+            "max_steps": 60,
+            "progress": False,
+            "checkpoint_every": 1000,
+            "precision": precision,
+        },
+    )
+    data = load_images("digits", "train")
+    torch.manual_seed(0)
+    encoder = build_encoder("convnet", in_channels=1, image_size=8, width=16)
+    method = build_method("simclr", cfg.method_args, encoder, DataInfo(1, 8))
+    fabric = Fabric(accelerator="cpu", devices=1, precision=precision)
+    train(fabric, cfg, method, data, tmp_path / precision)
+    test = load_images("digits", "test")
+    return knn_accuracy(
+        extract_features(encoder, data.as_tensor()),
+        data.labels(),
+        extract_features(encoder, test.as_tensor()),
+        test.labels(),
+    )
+
+
+@pytest.mark.slow
+def test_bf16_mixed_matches_float32_at_equal_steps(tmp_path):
+    fp32 = knn_after_training(tmp_path, "32-true")
+    bf16 = knn_after_training(tmp_path, "bf16-mixed")
+    assert fp32 > 0.85  # it learned something, so the comparison means something
+    assert abs(bf16 - fp32) < 0.03, (fp32, bf16)
+
+
+def test_auto_precision_follows_the_hardware(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(prec, "cpu_has_native_bf16", lambda: True)
+    assert prec.resolve_precision("auto", "cpu") == "bf16-mixed"
+    monkeypatch.setattr(prec, "cpu_has_native_bf16", lambda: False)
+    assert prec.resolve_precision("auto", "cpu") == "32-true"
+    assert prec.resolve_precision("bf16-mixed", "cpu") == "bf16-mixed"  # an explicit choice is kept
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert prec.resolve_precision("auto", "auto") == "bf16-mixed"
