@@ -11,9 +11,10 @@ from selfsup.errors import SelfsupError
 class ConvNet(nn.Module):
     """Four conv-norm-ReLU blocks and a global average pool: (B, C, H, W) -> (B, 8·width).
 
-    Block widths are w, 2w, 4w, 8w. Blocks 2 and 3 downsample by stride 2, so a 28 px
-    image is pooled from a 7×7 map; for images of 8 px or less (scikit-learn digits)
-    only block 2 downsamples, leaving a 4×4 map instead of 2×2.
+    Block widths are w, 2w, 4w, 8w. Blocks 2-4 downsample by stride 2 for images above
+    16 px, so a 28 px image is pooled from a 4×4 map (as CIFAR ResNets end) and the widest
+    block costs a third of what it would at 7×7; 9-16 px images skip the last stride, and
+    for images of 8 px or less (scikit-learn digits) only block 2 downsamples, leaving 4×4.
 
     Args:
         in_channels: image channels C.
@@ -35,7 +36,12 @@ class ConvNet(nn.Module):
         if width < 1:
             raise SelfsupError(f"ConvNet width must be a positive integer, got {width}")
         widths = (width, 2 * width, 4 * width, 8 * width)
-        strides = (1, 2, 2, 1) if image_size > 8 else (1, 2, 1, 1)
+        if image_size > 16:
+            strides = (1, 2, 2, 2)
+        elif image_size > 8:
+            strides = (1, 2, 2, 1)
+        else:
+            strides = (1, 2, 1, 1)
         self.embed_dim: int = widths[-1]
         blocks: list[nn.Module] = []
         channels = in_channels
@@ -56,7 +62,7 @@ class ConvNet(nn.Module):
                     nn.init.zeros_(module.bias)
 
     def forward_features(self, x: Tensor) -> Tensor:
-        """(B, C, H, W) -> (B, D, H', W') with H' = ⌈H/4⌉ (⌈H/2⌉ for images ≤ 8 px)."""
+        """(B, C, H, W) -> (B, D, H', W'): H' = ⌈H/8⌉ above 16 px, ⌈H/4⌉ to 16 px, ⌈H/2⌉ to 8 px."""
         return self.blocks(x)
 
     def forward(self, x: Tensor) -> Tensor:

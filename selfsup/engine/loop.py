@@ -121,7 +121,7 @@ def make_fabric(cfg: RunConfig, run_dir: Path | None) -> Fabric:
     loggers = []
     if run_dir is not None:
         loggers = [
-            CSVLogger(str(run_dir), name="", version="", flush_logs_every_n_steps=10),
+            CSVLogger(str(run_dir), name="", version="", flush_logs_every_n_steps=1),
             TensorBoardLogger(str(run_dir), name="tensorboard", version=""),
         ]
     strategy = cfg.train.strategy
@@ -296,8 +296,9 @@ def train(
                 if on_step is not None:
                     on_step(step, value)
 
-                out_of_time = (
-                    max_seconds is not None and elapsed_before + now - started >= max_seconds
+                out_of_time = _any_process(
+                    fabric,
+                    max_seconds is not None and elapsed_before + now - started >= max_seconds,
                 )
                 if out_of_time:
                     stopped_by = "max_time"
@@ -318,6 +319,14 @@ def train(
     result.stopped_by = stopped_by
     result.seconds = elapsed_before + time.perf_counter() - started
     return result
+
+
+def _any_process(fabric: Fabric, flag: bool) -> bool:
+    """True if ``flag`` is true in any process: clocks differ, and all must stop at one step."""
+    if fabric.world_size == 1:
+        return flag
+    tensor = torch.tensor(float(flag), device=fabric.device)
+    return bool(fabric.all_reduce(tensor, reduce_op="sum").item() > 0)
 
 
 def distributed_min(fabric: Fabric, value: int) -> int:
