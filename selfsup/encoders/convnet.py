@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from selfsup.encoders.resnet import NormKind, check_norm, conv3x3, make_norm
+from selfsup.encoders.resnet import NormKind, check_norm, conv3x3, init_conv_weights, make_norm
 from selfsup.errors import SelfsupError
 
 
@@ -55,11 +55,7 @@ class ConvNet(nn.Module):
             )
             channels = out_channels
         self.blocks = nn.Sequential(*blocks)
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
+        init_conv_weights(self)
 
     def forward_features(self, x: Tensor) -> Tensor:
         """(B, C, H, W) -> (B, D, H', W'): H' = ⌈H/8⌉ above 16 px, ⌈H/4⌉ to 16 px, ⌈H/2⌉ to 8 px."""

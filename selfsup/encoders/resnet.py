@@ -46,6 +46,15 @@ def conv3x3(in_channels: int, out_channels: int, stride: int, bias: bool) -> nn.
     return nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=bias)
 
 
+def init_conv_weights(model: nn.Module) -> None:
+    """He (fan-out) initialisation of every convolution kernel, zero biases."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+
 class BasicBlock(nn.Module):
     """Two 3×3 convolutions plus a shortcut: (B, C_in, H, W) -> (B, C_out, H/s, W/s).
 
@@ -120,11 +129,7 @@ class ResNet(nn.Module):
             )
             channels = out_channels
         self.stages = nn.Sequential(*stages)
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
+        init_conv_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> (B, 8·width, ⌈H/8⌉, ⌈W/8⌉) feature map before pooling."""

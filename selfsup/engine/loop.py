@@ -37,7 +37,9 @@ log = logging.getLogger("selfsup")
 warnings.filterwarnings("ignore", message="Experiment logs directory")
 
 CALIBRATION_STEPS = 10
-"""A run limited only by time measures its speed over this many steps, then fixes its horizon."""
+"""A run limited only by time measures its speed over this many steps (after 2 warm-up
+steps), then fixes its horizon for the cosine schedule."""
+WARM_STEPS = 2
 
 
 class TrainingDiverged(SelfsupError):
@@ -221,7 +223,7 @@ def train(
     last_log = time.perf_counter()
     samples_since_log = 0
     start_step = step
-    stopped_by = "max_steps"
+    stopped_by = "max_steps" if _planned_steps(cfg, steps_per_epoch) is not None else "max_time"
     with TrainProgress(horizon or 0, step, enabled=t.progress and fabric.is_global_zero) as bar:
         while True:
             epoch, in_epoch = divmod(step, steps_per_epoch)
@@ -271,9 +273,9 @@ def train(
 
                 # A time-limited run fixes its horizon once it knows its speed.
                 if horizon is None and max_seconds is not None:
-                    if step == 2:
+                    if step == WARM_STEPS:
                         calib_start = time.perf_counter()
-                    elif step == 2 + CALIBRATION_STEPS and calib_start is not None:
+                    elif step == WARM_STEPS + CALIBRATION_STEPS and calib_start is not None:
                         per_step = (time.perf_counter() - calib_start) / CALIBRATION_STEPS
                         left = max_seconds - elapsed_before - (time.perf_counter() - started)
                         horizon = step + max(1, int(left / per_step))
