@@ -48,7 +48,9 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--data", help="digits | fashion-mnist[:FOLDER] | folder:PATH | npz:PATH")
     g.add_argument(
-        "--image-size", type=int, help="resize folder images to this square size (e.g. 32 or 64)"
+        "--image-size",
+        type=int,
+        help="centre-crop and resize images to this square size, e.g. 32 or 64 (needed for folders of mixed sizes)",
     )
     g.add_argument(
         "--skip-bad",

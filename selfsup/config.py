@@ -31,7 +31,8 @@ class DataConfig:
     name: str = "digits"
     """A data spec: ``digits``, ``fashion-mnist[:FOLDER]``, ``folder:PATH`` or ``npz:PATH``."""
     image_size: int | None = None
-    """Resize folder images to this square size; None keeps the source's own size."""
+    """Centre-crop and resize every image to this square size (any source); None keeps the
+    source's own size. Folders of mixed sizes need it."""
     skip_bad: bool = False
     """Skip unreadable image files (they are counted in the log) instead of stopping."""
     num_workers: int = 0
