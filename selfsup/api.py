@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from selfsup.data import load_images
 from selfsup.encoders import build_encoder
 from selfsup.engine import TrainResult, make_fabric, train
 from selfsup.engine.checkpoint import latest_checkpoint
+from selfsup.engine.precision import resolve_accelerator
 from selfsup.engine.progress import console
 from selfsup.errors import SelfsupError
 from selfsup.evaluate import (
@@ -41,7 +43,7 @@ from selfsup.evaluate import (
     write_report,
 )
 from selfsup.export import export_encoder, load_encoder, read_spec
-from selfsup.methods import DataInfo, build_method, method_config
+from selfsup.methods import DataInfo, build_method, encoder_channels, method_config
 from selfsup.views import prepare
 
 log = logging.getLogger("selfsup")
@@ -77,6 +79,8 @@ def make_config(
         data: dict[str, Any] = to_dict(config)
     elif isinstance(config, (str, Path)):
         data = load_yaml(config)
+        if sections.get("out") is None and not any(o.startswith("out=") for o in overrides):
+            _check_config_file_out(config, data.get("out"))
     else:
         data = dict(config or {})
     for key, value in sections.items():
@@ -107,12 +111,32 @@ def _check(cfg: RunConfig) -> None:
         "train.checkpoint_every": t.checkpoint_every,
         "eval.batch_size": cfg.eval.batch_size,
     }
-    for key, value in [("train.max_steps", t.max_steps), ("train.max_epochs", t.max_epochs)]:
+    for key, value in [
+        ("train.max_steps", t.max_steps),
+        ("train.max_epochs", t.max_epochs),
+        ("train.micro_batch_size", t.micro_batch_size),
+    ]:
         if value is not None:
             positive[key] = value
     for key, value in positive.items():
         if value < 1:
             raise SelfsupError(f"{key} must be a positive integer, got {value}")
+    on_cpu = resolve_accelerator(t.accelerator) == "cpu"
+    if t.sync_batchnorm and t.devices * t.num_nodes > 1 and on_cpu:
+        raise SelfsupError(
+            "train.sync_batchnorm needs GPUs: PyTorch synchronises BatchNorm on CUDA only; "
+            "drop --sync-batchnorm for CPU runs"
+        )
+    if t.num_nodes > 1 and not cfg.out:
+        raise SelfsupError(
+            "a multi-node run needs --out: a folder on a filesystem every node shares, so that all "
+            "nodes write to the same run"
+        )
+    if t.strategy == "fsdp" and on_cpu:
+        raise SelfsupError(
+            "--strategy fsdp needs GPUs (Lightning Fabric shards models on CUDA only); on CPUs "
+            "use --strategy ddp"
+        )
     if t.lr is not None and not t.lr > 0:
         raise SelfsupError(f"train.lr must be positive, got {t.lr}")
     if cfg.data.num_workers < 0:
@@ -128,7 +152,69 @@ def _check(cfg: RunConfig) -> None:
     if t.max_time is not None:
         from selfsup.config import parse_duration
 
-        parse_duration(t.max_time)
+        if not parse_duration(t.max_time) > 0:
+            raise SelfsupError(f"train.max_time must be longer than 0 s, got {t.max_time!r}")
+    _check_ranges(cfg)
+
+
+MAX_IMAGE_SIZE = 4096
+"""Largest ``data.image_size``: every image is decoded at this size, so a typo such as
+100000 would ask for terabytes before the first step."""
+
+
+def _check_ranges(cfg: RunConfig) -> None:
+    """The numeric fields outside ``_check``'s positive integers: ranges, NaN and infinity."""
+    t, ev = cfg.train, cfg.eval
+    if t.lr is not None and not math.isfinite(t.lr):
+        raise SelfsupError(f"train.lr must be a finite number, got {t.lr}")
+    ranges: list[tuple[str, float | None, float, float]] = [
+        ("train.warmup_fraction", t.warmup_fraction, 0.0, 1.0),
+        ("train.min_lr_ratio", t.min_lr_ratio, 0.0, 1.0),
+        ("train.weight_decay", t.weight_decay, 0.0, math.inf),
+        ("train.collapse_rank_min", t.collapse_rank_min, 0.0, math.inf),
+    ]
+    for key, value, lo, hi in ranges:
+        if value is not None and not (lo <= value <= hi and math.isfinite(value)):
+            upper = f" and {hi:g}" if math.isfinite(hi) else ""
+            raise SelfsupError(f"{key} must lie between {lo:g}{upper}, got {value}")
+    if t.grad_clip is not None and not (t.grad_clip > 0 and math.isfinite(t.grad_clip)):
+        raise SelfsupError(
+            f"train.grad_clip must be a positive norm (or null to turn clipping off), got {t.grad_clip}"
+        )
+    if not 0 <= t.seed < 2**32:
+        raise SelfsupError(f"train.seed must lie between 0 and 2**32 - 1, got {t.seed}")
+    size = cfg.data.image_size
+    if size is not None and not 1 <= size <= MAX_IMAGE_SIZE:
+        raise SelfsupError(
+            f"data.image_size must lie between 1 and {MAX_IMAGE_SIZE} pixels, got {size}"
+        )
+    if ev.knn_k < 1:
+        raise SelfsupError(f"eval.knn_k must be a positive integer, got {ev.knn_k}")
+    if not (ev.knn_temperature > 0 and math.isfinite(ev.knn_temperature)):
+        raise SelfsupError(f"eval.knn_temperature must be positive, got {ev.knn_temperature}")
+    if ev.max_train is not None and ev.max_train < 1:
+        raise SelfsupError(f"eval.max_train must be a positive integer or null, got {ev.max_train}")
+    for key, values in [
+        ("eval.protocols", ev.protocols),
+        ("eval.label_fractions", ev.label_fractions),
+        ("eval.seeds", ev.seeds),
+    ]:
+        if not values:
+            raise SelfsupError(f"{key} must hold at least one value, got an empty list")
+
+
+def _check_config_file_out(path: str | Path, out: Any) -> None:
+    """A config *file* may not send the run outside the working folder: an absolute ``out``
+    or one with ``..`` must be given explicitly (``--out`` or ``out=`` in Python)."""
+    if out is None or not isinstance(out, str):
+        return  # a wrong type is reported by from_dict
+    target = Path(out)
+    if target.is_absolute() or ".." in target.parts or out.startswith("~"):
+        raise SelfsupError(
+            f"config file {str(path)!r} sets out: {out!r}, a folder outside the current one; "
+            "a config file may only name a relative folder below it: pass --out explicitly "
+            "to write elsewhere"
+        )
 
 
 def _new_run_dir(cfg: RunConfig) -> Path:
@@ -157,13 +243,20 @@ def _pretrain_worker(
     fabric.seed_everything(
         cfg.train.seed, verbose=False
     )  # encoder and head weights follow from the seed
-    if encoder is None:
-        encoder = build_encoder(
-            cfg.encoder, in_channels=dataset.channels, image_size=height, **cfg.encoder_args
-        )
+    world = fabric.world_size  # devices × num_nodes
     info = DataInfo(
-        channels=dataset.channels, image_size=height, channels_last=cfg.train.channels_last
+        channels=dataset.channels,
+        image_size=height,
+        channels_last=cfg.train.channels_last,
+        steps_per_epoch=len(dataset) // (cfg.train.batch_size * world),  # as the engine's sampler
     )
+    if encoder is None:  # with the channels the method asks for (colorization: 1, lightness)
+        encoder = build_encoder(
+            cfg.encoder,
+            in_channels=encoder_channels(cfg.method, info),
+            image_size=height,
+            **cfg.encoder_args,
+        )
     method = build_method(cfg.method, cfg.method_args, encoder, info)
     if fabric.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -246,8 +339,9 @@ def extract_features(
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     encoder = encoder.to(device).eval()
     out = []
+    channels = (getattr(encoder, "build_args", None) or {}).get("in_channels")
     for start in range(0, len(images), batch_size):
-        x = prepare(images[start : start + batch_size].to(device))
+        x = prepare(images[start : start + batch_size].to(device), channels=channels)
         out.append(encoder(x).float().cpu())
     return torch.cat(out) if out else torch.empty(0, getattr(encoder, "embed_dim", 0))
 
@@ -439,10 +533,14 @@ def export_checkpoint(
         cfg.data.name, "train", skip_bad=cfg.data.skip_bad, image_size=cfg.data.image_size
     )
     height = dataset.image_size[0]
+    info = DataInfo(dataset.channels, height)
     encoder = build_encoder(
-        cfg.encoder, in_channels=dataset.channels, image_size=height, **cfg.encoder_args
+        cfg.encoder,
+        in_channels=encoder_channels(cfg.method, info),
+        image_size=height,
+        **cfg.encoder_args,
     )
-    method = build_method(cfg.method, cfg.method_args, encoder, DataInfo(dataset.channels, height))
+    method = build_method(cfg.method, cfg.method_args, encoder, info)
     fabric = Fabric(accelerator="cpu", devices=1)
     extra = checkpoint.load(fabric, path, {"method": method})
     return export_encoder(

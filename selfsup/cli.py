@@ -1,4 +1,4 @@
-"""The ``selfsup`` command: list, pretrain, evaluate, embed, export, demo.
+"""The ``selfsup`` command: list, pretrain, evaluate, embed, export, attention, pack, demo.
 
 Every option maps onto a field of the typed config (``selfsup/config.py``); ``--set
 key.path=value`` reaches any field that has no flag of its own. User errors print one line
@@ -46,7 +46,9 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
         "--encoder",
         help="backbone: convnet is fast on a CPU; resnet18 for GPUs (see `selfsup list`)",
     )
-    g.add_argument("--data", help="digits | fashion-mnist[:FOLDER] | folder:PATH | npz:PATH")
+    g.add_argument(
+        "--data", help="digits | fashion-mnist[:FOLDER] | folder:PATH | npz:PATH | shards:PATH"
+    )
     g.add_argument(
         "--image-size",
         type=int,
@@ -84,6 +86,27 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
         "--precision",
         choices=["auto", "32-true", "bf16-mixed", "16-mixed"],
         help="auto = bf16 where the hardware has it, else float32",
+    )
+    g.add_argument(
+        "--micro-batch-size",
+        type=int,
+        help="split each batch into micro-batches of this size to fit memory; contrastive methods "
+        "keep the exact big-batch loss with the gradient cache (e.g. --batch-size 4096 "
+        "--micro-batch-size 256)",
+    )
+    g.add_argument(
+        "--grad-checkpointing",
+        action="store_true",
+        default=None,
+        help="recompute ViT/Transformer blocks in the backward pass: about 30%% slower, far less "
+        "activation memory; use it when a batch does not fit",
+    )
+    g.add_argument(
+        "--sync-batchnorm",
+        action="store_true",
+        default=None,
+        help="BatchNorm statistics over the global batch in multi-GPU runs (GPU only); helps "
+        "when the per-GPU batch is small (< 64)",
     )
     g.add_argument("--devices", type=int, help="processes/GPUs on this machine (DDP when > 1)")
     g.add_argument(
@@ -123,6 +146,9 @@ def _sections(args: argparse.Namespace) -> dict[str, Any]:
             "num_nodes",
             "strategy",
             "seed",
+            "micro_batch_size",
+            "grad_checkpointing",
+            "sync_batchnorm",
         )
     }
     data = {
@@ -204,6 +230,69 @@ def cmd_export(args: argparse.Namespace) -> None:
 
     path = export_checkpoint(args.run, args.checkpoint, args.out)
     print(f"exported {path} and {path.with_name('encoder.yaml')}")
+
+
+def cmd_attention(args: argparse.Namespace) -> None:
+    import torch
+
+    from selfsup.data import load_images
+    from selfsup.evaluate.attention import check_vit, load_run_encoder, write_attention_png
+
+    if args.images < 1:
+        raise SelfsupError(f"--images must be a positive number, got {args.images}")
+    encoder = load_run_encoder(args.run)
+    check_vit(encoder)
+    build = getattr(encoder, "build_args", {})
+    data = args.data or _run_data(Path(args.run))
+    dataset = load_images(data, args.split, image_size=build.get("image_size"))
+    if dataset.channels != build.get("in_channels", dataset.channels):
+        raise SelfsupError(
+            f"{data!r} has {dataset.channels}-channel images but the encoder expects "
+            f"{build['in_channels']}: pass --data with images like the run's"
+        )
+    images = torch.stack([dataset[i]["image"] for i in range(min(args.images, len(dataset)))])
+    path = write_attention_png(
+        encoder, images, args.out, title=f"{Path(args.run).name}: [CLS] attention, last block"
+    )
+    print(f"wrote {path}: {len(images)} image(s) × {build.get('num_heads', '?')} heads + mean")
+
+
+def _run_data(run: Path) -> str:
+    """The data spec a run was trained on, from its config.yaml or its export."""
+    from selfsup.config import load_yaml
+    from selfsup.export import read_spec
+
+    folder = run if run.is_dir() else run.parent
+    if (folder / "config.yaml").is_file():
+        return str(load_yaml(folder / "config.yaml").get("data", {}).get("name", "digits"))
+    data = read_spec(folder).get("data")
+    if not data:
+        raise SelfsupError(f"{run} does not say what data it was trained on: pass --data")
+    return str(data)
+
+
+def cmd_pack(args: argparse.Namespace) -> None:
+    from selfsup.data.shards import pack
+
+    started = time.perf_counter()
+    index = pack(
+        args.source,
+        args.out_dir,
+        image_size=args.image_size,
+        shard_size=args.shard_size,
+        skip_bad=args.skip_bad,
+        num_workers=args.num_workers,
+    )
+    shape = "x".join(str(x) for x in (index["channels"], *index["image_size"]))
+    counts = " + ".join(
+        f"{s['count']:,} {name} in {len(s['shards'])} shard(s)"
+        for name, s in index["splits"].items()
+    )
+    skipped = f", {index['skipped']} unreadable file(s) skipped" if index["skipped"] else ""
+    print(
+        f"packed {counts} ({shape} uint8) into {args.out_dir} in "
+        f"{time.perf_counter() - started:.0f} s{skipped}; train with --data shards:{args.out_dir}"
+    )
 
 
 def cmd_list(args: argparse.Namespace) -> None:
@@ -292,6 +381,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", help="a step-*.ckpt file; default: the run's latest")
     p.add_argument("--out", help="output folder (default: the run folder)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "attention",
+        help="draw a ViT's [CLS] attention maps per head (DINO's figure) for a few images as a PNG",
+        description="Where the [CLS] token of the last block looks, per head: after DINO "
+        "pretraining the heads pick out the object, a quick check that a ViT learned "
+        "something. Needs a ViT encoder (e.g. --config fashion-mnist-dino-vit).",
+    )
+    p.add_argument("run", help="a run folder: its export, else its latest checkpoint")
+    p.add_argument(
+        "--images", type=int, default=4, help="how many images (rows); 4-8 fit on a screen"
+    )
+    p.add_argument("--data", help="images to look at; default: the run's own data set")
+    p.add_argument("--split", choices=["train", "test"], default="test")
+    p.add_argument("--out", default="attention.png", help="output PNG (default attention.png)")
+    p.set_defaults(func=cmd_attention)
+
+    p = sub.add_parser(
+        "pack",
+        help="write a data set as shards on disk for data larger than memory (--data shards:OUT)",
+    )
+    p.add_argument("source", help="any --data spec: folder:PATH, npz:PATH, fashion-mnist, ...")
+    p.add_argument("out_dir", help="folder for the shards and index.json (new, or a failed pack's)")
+    p.add_argument(
+        "--image-size",
+        type=int,
+        help="resize to this square size while packing (a folder of mixed sizes needs it); "
+        "packing at the training size makes every read small",
+    )
+    p.add_argument(
+        "--shard-size",
+        type=int,
+        help="images per shard; default: 64 MiB of pixels each, which suits most sets. Training "
+        "shuffles samples among 8 shards at a time, so larger shards mix more widely",
+    )
+    p.add_argument(
+        "--num-workers",
+        type=int,
+        default=0,
+        help="processes decoding a folder's files while packing; 2-8 for large folders",
+    )
+    p.add_argument(
+        "--skip-bad", action="store_true", help="skip unreadable image files instead of stopping"
+    )
+    p.set_defaults(func=cmd_pack)
 
     p = sub.add_parser(
         "demo",

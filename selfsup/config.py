@@ -58,6 +58,18 @@ class TrainConfig:
     warmup_fraction: float = 0.05
     """Linear warm-up over this share of the steps, then cosine decay to ``min_lr_ratio`` × peak."""
     min_lr_ratio: float = 0.01
+    micro_batch_size: int | None = None
+    """Process each batch in micro-batches of this many samples to fit memory, with the same
+    update. Methods with a gradient cache (simclr) keep the exact full-batch contrastive loss;
+    others accumulate gradients (exact for per-sample losses; BatchNorm sees micro-batches)."""
+    gradient_cache: bool = True
+    """Use the gradient cache when the method has one; False forces plain accumulation."""
+    grad_checkpointing: bool = False
+    """Recompute the encoder's blocks in the backward pass (ViT and Transformer encoders):
+    about 30% more compute for a fraction of the activation memory."""
+    sync_batchnorm: bool = False
+    """Synchronise BatchNorm statistics across processes (GPU runs with > 1 device): the
+    global batch's statistics instead of each GPU's; worth it below ~64 images per GPU."""
     grad_clip: float | None = 3.0
     """Clip the global gradient norm; None turns clipping off."""
     precision: Precision = "auto"
@@ -75,6 +87,12 @@ class TrainConfig:
     """Measure the collapse metrics (effective rank, embedding std) every N steps."""
     collapse_rank_min: float = 1.5
     """Warn when the effective rank of the embeddings falls below this (1 = full collapse)."""
+    collapse_std_min: float = 0.05
+    """Warn when the std of the L2-normalised embeddings falls below this × 1/sqrt(D) (the
+    value of well-spread embeddings; healthy encoders sit at 0.2-1 × it, collapse at 0)."""
+    collapse_stop: bool = False
+    """Stop the run with an error when the collapse monitor fires (the last checkpoint is
+    kept); leave False to only warn, e.g. when a method recovers from early low rank."""
     checkpoint_every: int = 500
     """Save a resumable checkpoint every N steps (and always at the end)."""
     on_nan: Literal["stop", "skip"] = "stop"
@@ -166,6 +184,12 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, (list, tuple)):
             value = [value]
         args = get_args(tp)
+        if origin is tuple and args and Ellipsis not in args:  # fixed length: (min, max) pairs
+            if len(value) != len(args):
+                raise SelfsupError(
+                    f"config key {key!r} must be a list of {len(args)} values; got {list(value)!r}"
+                )
+            return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
         inner = args[0] if args else Any
         items = [_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items

@@ -20,6 +20,10 @@ def mlp(
     ``last_norm``, as in SimCLR v2 / BYOL / Barlow Twins variants)."""
     if layers < 1:
         raise ValueError("an MLP head needs at least one layer")
+    if min(in_dim, hidden_dim, out_dim) < 1:
+        raise ValueError(
+            f"an MLP head needs positive widths, got in {in_dim}, hidden {hidden_dim}, out {out_dim}"
+        )
 
     def make_norm(dim: int, affine: bool = True) -> nn.Module:
         if norm == "batch":

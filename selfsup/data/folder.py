@@ -122,6 +122,8 @@ def read_image(path: Path, mode: Literal["L", "RGB"], size: tuple[int, int]) -> 
             im = ImageOps.exif_transpose(im)
         if im.mode.startswith("I"):  # 16/32-bit integers: Pillow's convert would clip at 255
             im = _high_bits_to_l(im)
+        elif im.mode == "F":  # 32-bit float: Pillow's convert would turn 0..1 into black
+            im = _float_to_l(im)
         im = im.convert(mode)
     if im.size != (width, height):
         box = cover_crop_box(im.width, im.height, size)
@@ -139,6 +141,15 @@ def _high_bits_to_l(im: Image.Image) -> Image.Image:
     if im.mode.startswith("I;16") or values.max(initial=0) > 255:
         values = values >> 8
     return Image.fromarray(values.clip(0, 255).astype(np.uint8), "L")
+
+
+def _float_to_l(im: Image.Image) -> Image.Image:
+    """A 32-bit float grayscale image as 8-bit "L": values in [0, 1] are scaled by 255 (the
+    usual convention), larger ones are taken as 0..255 already; NaN becomes 0."""
+    values = np.nan_to_num(np.asarray(im, dtype=np.float64), nan=0.0, posinf=255.0, neginf=0.0)
+    if values.max(initial=0.0) <= 1.0:
+        values = values * 255.0
+    return Image.fromarray(np.rint(values.clip(0, 255)).astype(np.uint8), "L")
 
 
 class FolderImageDataset(ImageDataset):

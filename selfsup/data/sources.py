@@ -6,6 +6,8 @@ Specs:
     fashion-mnist:FOLDER    Fashion-MNIST from the four IDX files in FOLDER
     folder:PATH             a tree of image files (see ``selfsup.data.folder``)
     npz:PATH                a .npz/.npy array file (see ``selfsup.data.arrays``)
+    openclipart[:FOLDER]    colour clip art rendered from SVG (see ``selfsup.data.openclipart``)
+    shards:PATH             a folder written by ``selfsup pack`` (see ``selfsup.data.shards``)
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from selfsup.data import idx
 from selfsup.data.arrays import load_array_file
 from selfsup.data.folder import FolderImageDataset
 from selfsup.data.images import ImageDataset, TensorImageDataset, resize_images
+from selfsup.data.openclipart import openclipart_folder
+from selfsup.data.shards import ShardDataset
 from selfsup.errors import SelfsupError
 
 Split = Literal["train", "test"]
@@ -44,10 +48,18 @@ DATASETS: dict[str, str] = {
         "your own arrays, npz:PATH: a .npz/.npy with images (N,H,W[,C]) uint8 or float in [0,1] "
         "and optional labels; test from x_test or a seeded 80/20 split"
     ),
+    "openclipart": (
+        "openclipart: ~7,500 colour clip-art drawings, 22 categories, rendered once from SVG "
+        "(64 px or --image-size); `sudo apt-get install openclipart-svg librsvg2-bin`"
+    ),
+    "shards": (
+        "data larger than memory, shards:PATH: a folder written by `selfsup pack SOURCE PATH`, "
+        "read from disk sample by sample and shuffled a window of shards at a time"
+    ),
 }
 """Every source ``load_images`` knows, with a one-line description for ``selfsup list``."""
 
-_USAGE = "digits, fashion-mnist[:FOLDER], folder:PATH, npz:PATH"
+_USAGE = "digits, fashion-mnist[:FOLDER], folder:PATH, npz:PATH, openclipart[:FOLDER], shards:PATH"
 
 DIGITS_TEST_FRACTION = 0.3
 DIGITS_SPLIT_SEED = 0
@@ -103,6 +115,16 @@ def load_images(
             )
         images, maybe_labels, class_names = load_array_file(path, split)
         return _in_memory(images, maybe_labels, spec, split, image_size, class_names=class_names)
+    if name == "openclipart":
+        # rendered at image_size, so the folder needs no resizing
+        rendered = openclipart_folder(argument, image_size)
+        return FolderImageDataset(rendered, split, skip_bad=skip_bad, name=spec)
+    if name == "shards":  # skip_bad: a pack holds no files to skip
+        if not argument:
+            raise SelfsupError(
+                "shards needs a path: --data shards:PATH (a folder from `selfsup pack`)"
+            )
+        return ShardDataset(Path(argument).expanduser(), split, image_size=image_size, name=spec)
     raise SelfsupError(_unknown(spec, name))
 
 
@@ -110,7 +132,8 @@ def _unknown(spec: str, name: str) -> str:
     """The message for a spec naming no source: a close name, or the right prefix for a path."""
     path = Path(spec).expanduser()
     if path.is_dir():
-        hint = f"did you mean folder:{spec}?"
+        prefix = "shards" if (path / "index.json").is_file() else "folder"
+        hint = f"did you mean {prefix}:{spec}?"
     elif path.is_file() and path.suffix.lower() in (".npz", ".npy"):
         hint = f"did you mean npz:{spec}?"
     else:

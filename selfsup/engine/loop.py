@@ -8,6 +8,7 @@ stopping rules and exact resume.
 from __future__ import annotations
 
 import csv
+import functools
 import logging
 import math
 import os
@@ -26,6 +27,7 @@ from torch import Tensor, nn
 from selfsup import distributed
 from selfsup.config import RunConfig, parse_duration
 from selfsup.engine import checkpoint
+from selfsup.engine.accumulate import accumulated_step, cached_step, supports_gradient_cache
 from selfsup.engine.optim import RECOMMENDED, cosine_lr, make_optimizer
 from selfsup.engine.precision import resolve_accelerator, resolve_precision
 from selfsup.engine.progress import TrainProgress, console
@@ -44,6 +46,10 @@ WARM_STEPS = 2
 
 class TrainingDiverged(SelfsupError):
     """The loss became NaN or Inf and the run was stopped."""
+
+
+class CollapseDetected(SelfsupError):
+    """The collapse monitor saw collapsed embeddings and ``train.collapse_stop`` is set."""
 
 
 @dataclass
@@ -129,14 +135,21 @@ def make_fabric(cfg: RunConfig, run_dir: Path | None) -> Fabric:
     strategy = cfg.train.strategy
     if strategy == "auto" and cfg.train.devices * cfg.train.num_nodes > 1:
         strategy = "ddp"
-    return Fabric(
-        accelerator=accelerator,
-        devices=cfg.train.devices,
-        num_nodes=cfg.train.num_nodes,
-        strategy=strategy,
-        precision=precision,  # type: ignore[arg-type]
-        loggers=loggers,
-    )
+    try:
+        return Fabric(
+            accelerator=accelerator,
+            devices=cfg.train.devices,
+            num_nodes=cfg.train.num_nodes,
+            strategy=strategy,
+            precision=precision,  # type: ignore[arg-type]
+            loggers=loggers,
+        )
+    except (ValueError, RuntimeError) as error:  # Fabric rejects what this machine cannot do
+        reason = (str(error).splitlines() or [type(error).__name__])[0]
+        raise SelfsupError(
+            f"cannot train with accelerator={cfg.train.accelerator}, strategy={strategy}, "
+            f"devices={cfg.train.devices}, precision={precision}: {reason}"
+        ) from None
 
 
 def train(
@@ -161,7 +174,12 @@ def train(
         local = max(1, fabric.world_size // max(1, cfg.train.num_nodes))
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
     sampler = ResumableSampler(
-        len(dataset), t.batch_size, seed=t.seed, rank=fabric.global_rank, world=world
+        len(dataset),
+        t.batch_size,
+        seed=t.seed,
+        rank=fabric.global_rank,
+        world=world,
+        order=getattr(dataset, "epoch_order", None),  # sharded data: a windowed shuffle
     )
     steps_per_epoch = sampler.batches_per_epoch
     if steps_per_epoch == 0:
@@ -175,11 +193,20 @@ def train(
         raise SelfsupError("the run has no end: give --max-steps, --max-epochs or --max-time")
 
     lr_peak, weight_decay = peak_lr(cfg, world)
+    if t.grad_checkpointing:
+        _enable_grad_checkpointing(method.encoder, cfg.encoder)
+    if t.sync_batchnorm and world > 1:  # the config check refused it on CPUs
+        method = nn.SyncBatchNorm.convert_sync_batchnorm(method)
     if t.channels_last:
         method = method.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(t.optimizer, method, lr_peak, weight_decay)
     model, optimizer = fabric.setup(method, optimizer)
     model.mark_forward_method("training_step")
+    step_fn, already_backward = _step_function(
+        method, t.batch_size, t.micro_batch_size, t.gradient_cache
+    )
+    if supports_gradient_cache(method):
+        model.mark_forward_method("embed")
 
     step, elapsed_before = 0, 0.0
     if resume_from is not None:
@@ -236,7 +263,7 @@ def train(
                 for group in optimizer.param_groups:
                     group["lr"] = lr
 
-                out = model.training_step(batch)
+                out = step_fn(fabric, model, batch)
                 loss = out["loss"]
                 loss_mean = distributed.all_reduce_mean(loss.detach().float())
                 if not torch.isfinite(loss_mean):
@@ -257,7 +284,8 @@ def train(
                         f"loss became {loss_mean.item()} at step {step + 1}; {kept}. Lower train.lr, "
                         "set train.grad_clip, or pass --set train.on_nan=skip"
                     )
-                fabric.backward(loss)
+                if not already_backward:
+                    fabric.backward(loss)
                 if t.grad_clip is not None:
                     fabric.clip_gradients(
                         model, optimizer, max_norm=t.grad_clip, error_if_nonfinite=False
@@ -291,9 +319,19 @@ def train(
                     bar.update(step, value, lr, sps)
                     last_log, samples_since_log = now, 0
                 if "features" in out and (step % t.collapse_every == 0 or step == 1):
-                    _monitor_collapse(fabric, out["features"], step, t.collapse_rank_min)
+                    alarm = _monitor_collapse(
+                        fabric, out, step, t.collapse_rank_min, t.collapse_std_min
+                    )
+                    if t.collapse_stop and _any_process(fabric, alarm is not None):
+                        raise CollapseDetected(
+                            f"{alarm or f'collapse at step {step} in another process'}; the run "
+                            f"was stopped (train.collapse_stop=true) and {_kept(run_dir)}. Try a "
+                            "lower train.lr, the method's paper defaults (stop-gradient, predictor, "
+                            "momentum, temperature), stronger augmentation, or "
+                            "train.collapse_stop=false to train on"
+                        )
                 for key, metric in out.items():
-                    if key not in ("loss", "features") and step % t.log_every == 0:
+                    if key not in ("loss", "features", "embedding") and step % t.log_every == 0:
                         fabric.log_dict({key: float(metric)}, step=step)
                 if on_step is not None:
                     on_step(step, value)
@@ -323,6 +361,27 @@ def train(
     return result
 
 
+def _enable_grad_checkpointing(encoder: nn.Module, name: str) -> None:
+    if not hasattr(encoder, "grad_checkpointing"):
+        raise SelfsupError(
+            f"encoder {name!r} has no gradient checkpointing (the ViT and Transformer encoders "
+            "have it); drop --grad-checkpointing or lower --batch-size / use --micro-batch-size"
+        )
+    encoder.grad_checkpointing = True
+
+
+def _step_function(
+    method: nn.Module, batch_size: int, micro_batch: int | None, use_cache: bool
+) -> tuple[Callable[..., dict[str, Tensor]], bool]:
+    """How one step's loss is made: whole, gradient-cached or accumulated. The second value
+    says whether that function already back-propagated."""
+    if micro_batch is None or micro_batch >= batch_size:
+        return (lambda fabric, model, batch: model.training_step(batch)), False
+    if use_cache and supports_gradient_cache(method):
+        return functools.partial(cached_step, micro_batch=micro_batch), True
+    return functools.partial(accumulated_step, micro_batch=micro_batch), True
+
+
 def _any_process(fabric: Fabric, flag: bool) -> bool:
     """True if ``flag`` is true in any process: clocks differ, and all must stop at one step."""
     if fabric.world_size == 1:
@@ -340,14 +399,44 @@ def distributed_min(fabric: Fabric, value: int) -> int:
     return int(gathered.min().item())
 
 
-def _monitor_collapse(fabric: Fabric, features: Tensor, step: int, rank_min: float) -> None:
-    """Log the effective rank and embedding std of this batch's features; warn on collapse."""
-    z = features.detach().float()
-    rank = effective_rank(z)
-    std = embedding_std(z)
-    fabric.log_dict({"rankme": rank, "emb_std": std}, step=step)
-    if fabric.is_global_zero and (rank < rank_min or not math.isfinite(rank)):
-        console.print(
-            f"[bold red]collapse warning[/] at step {step}: effective rank {rank:.2f} "
-            f"(of {z.shape[1]}), embedding std {std:.4f}; the encoder maps images to nearly one point"
-        )
+def _kept(run_dir: Path) -> str:
+    last = checkpoint.latest_checkpoint(run_dir)
+    return f"the last checkpoint, {last}, is kept" if last else "no checkpoint was written yet"
+
+
+def _monitor_collapse(
+    fabric: Fabric, out: dict[str, Tensor], step: int, rank_min: float, std_ratio_min: float
+) -> str | None:
+    """Log effective rank and embedding std of this batch's encoder features (``rankme``,
+    ``emb_std``) and, if the method returns one, of its head output ``embedding`` (the space
+    the loss sees, where collapse shows first: ``head_rankme``, ``head_emb_std``).
+
+    Collapse is declared when a rank falls below ``rank_min`` or an embedding std falls below
+    ``std_ratio_min / sqrt(D)``: L2-normalised embeddings spread like an isotropic gaussian
+    have std 1/sqrt(D), healthy encoders (post-ReLU features, ViT tokens, at init or
+    trained) sit at 0.2-1 times that, and 0.05 times that means every embedding lies within a
+    few degrees of one direction. Returns the warning (also printed loudly) or None.
+    """
+    alarms = []
+    for key, prefix, what in (("features", "", "encoder"), ("embedding", "head_", "head output")):
+        if key not in out:
+            continue
+        z = out[key].detach().float()
+        rank, std = effective_rank(z), embedding_std(z)
+        std_min = std_ratio_min / math.sqrt(z.shape[1])
+        fabric.log_dict({f"{prefix}rankme": rank, f"{prefix}emb_std": std}, step=step)
+        if rank < rank_min or std < std_min or not math.isfinite(rank):
+            alarms.append(
+                f"{what} effective rank {rank:.2f} (of {z.shape[1]}, alarm below {rank_min:g}), "
+                f"embedding std {std:.4f} (alarm below {std_min:.4f})"
+            )
+    if not alarms:
+        return None
+    message = (
+        f"collapse at step {step}: {'; '.join(alarms)}: the model maps images to nearly one "
+        "point or one direction"
+    )
+    if fabric.is_global_zero:
+        console.print(f"[bold red]COLLAPSE WARNING[/] {message}")
+        log.warning(message)
+    return message

@@ -15,8 +15,19 @@ from torch import nn
 
 from selfsup.config import from_dict
 from selfsup.errors import SelfsupError
+from selfsup.methods.barlow import BarlowTwins, BarlowTwinsConfig
+from selfsup.methods.byol import BYOL, BYOLConfig
+from selfsup.methods.colorization import Colorization, ColorizationConfig
+from selfsup.methods.colorization import encoder_channels as lightness_channels
+from selfsup.methods.dino import DINO, DINOConfig
+from selfsup.methods.jigsaw import Jigsaw, JigsawConfig
+from selfsup.methods.moco import MoCoV2, MoCoV2Config
+from selfsup.methods.mocov3 import MoCoV3, MoCoV3Config
 from selfsup.methods.protocol import DataInfo, Method
+from selfsup.methods.rotation import RotationConfig, RotationPrediction
 from selfsup.methods.simclr import SimCLR, SimCLRConfig
+from selfsup.methods.simsiam import SimSiam, SimSiamConfig
+from selfsup.methods.vicreg import VICReg, VICRegConfig
 
 
 @dataclass(frozen=True)
@@ -26,6 +37,11 @@ class MethodSpec:
     description: str
     paper: str
     modality: str = "image"
+    needs_color: bool = False
+    """The method only works on colour (3-channel) images and rejects grayscale data."""
+    encoder_channels: Callable[[DataInfo], int] | None = None
+    """Input channels the encoder is built for, from the data; None = the data's channels.
+    Colorization asks for 1 (it encodes lightness); see ``encoder_channels`` below."""
 
 
 METHODS: dict[str, MethodSpec] = {
@@ -35,7 +51,75 @@ METHODS: dict[str, MethodSpec] = {
         "contrastive: two augmented views, projection head, NT-Xent over in-batch negatives",
         "Chen et al. 2020, arXiv:2002.05709",
     ),
+    "mocov2": MethodSpec(
+        MoCoV2Config,
+        MoCoV2,
+        "contrastive: momentum key encoder, MLP head, InfoNCE against a queue of past keys (v2)",
+        "Chen et al. 2020, arXiv:2003.04297",
+    ),
+    "mocov3": MethodSpec(
+        MoCoV3Config,
+        MoCoV3,
+        "contrastive: momentum encoder, projector + predictor, symmetric in-batch InfoNCE; ViTs",
+        "Chen et al. 2021, arXiv:2104.02057",
+    ),
+    "byol": MethodSpec(
+        BYOLConfig,
+        BYOL,
+        "non-contrastive: online predictor regresses an EMA target's projection of the other view",
+        "Grill et al. 2020, arXiv:2006.07733",
+    ),
+    "dino": MethodSpec(
+        DINOConfig,
+        DINO,
+        "self-distillation: multi-crop student matches a centred, sharpened EMA teacher",
+        "Caron et al. 2021, arXiv:2104.14294",
+    ),
+    "simsiam": MethodSpec(
+        SimSiamConfig,
+        SimSiam,
+        "non-contrastive: shared encoder, predictor, stop-gradient, negative cosine",
+        "Chen & He 2021, arXiv:2011.10566",
+    ),
+    "barlow": MethodSpec(
+        BarlowTwinsConfig,
+        BarlowTwins,
+        "redundancy reduction: cross-correlation of two views' embeddings pushed to the identity",
+        "Zbontar et al. 2021, arXiv:2103.03230",
+    ),
+    "vicreg": MethodSpec(
+        VICRegConfig,
+        VICReg,
+        "variance-invariance-covariance: MSE between views, std hinge, decorrelated dimensions",
+        "Bardes et al. 2021, arXiv:2105.04906",
+    ),
+    "rotation": MethodSpec(
+        RotationConfig,
+        RotationPrediction,
+        "pretext: classify the rotation (0/90/180/270°) applied to each image (RotNet)",
+        "Gidaris et al. 2018, arXiv:1803.07728",
+    ),
+    "jigsaw": MethodSpec(
+        JigsawConfig,
+        Jigsaw,
+        "pretext: shuffle a 3×3 grid of tiles, classify the permutation from the tile features",
+        "Noroozi & Favaro 2016, arXiv:1603.09246",
+    ),
+    "colorization": MethodSpec(
+        ColorizationConfig,
+        Colorization,
+        "pretext: predict the colours (ab bins) of an image from its lightness; colour data only",
+        "Zhang et al. 2016, arXiv:1603.08511",
+        needs_color=True,
+        encoder_channels=lightness_channels,
+    ),
 }
+
+
+def encoder_channels(name: str, info: DataInfo) -> int:
+    """How many input channels to build method ``name``'s encoder with for data ``info``."""
+    spec = method_spec(name)
+    return spec.encoder_channels(info) if spec.encoder_channels else info.channels
 
 
 def method_spec(name: str) -> MethodSpec:
@@ -53,7 +137,11 @@ def method_config(name: str, args: dict[str, Any]) -> Any:
 
 def build_method(name: str, args: dict[str, Any], encoder: nn.Module, info: DataInfo) -> nn.Module:
     spec = method_spec(name)
-    return spec.build(method_config(name, args), encoder, info)
+    cfg = method_config(name, args)
+    try:
+        return spec.build(cfg, encoder, info)
+    except ValueError as error:  # a constructor rejecting its arguments (the project's habit)
+        raise SelfsupError(f"method_args of {name!r}: {error}") from None
 
 
 __all__ = [
@@ -62,6 +150,7 @@ __all__ = [
     "Method",
     "MethodSpec",
     "build_method",
+    "encoder_channels",
     "method_config",
     "method_spec",
 ]

@@ -19,6 +19,10 @@ class DataInfo:
     channels: int
     image_size: int
     channels_last: bool = True
+    steps_per_epoch: int | None = None
+    """Optimizer steps in one pass over the data (all processes together); the engine sets it.
+    Methods with per-epoch rules (DINO freezes its last layer for the first epoch) fall back
+    to something documented when it is None."""
 
 
 @runtime_checkable
@@ -28,7 +32,8 @@ class Method(Protocol):
 
     def training_step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """One step's loss (key ``"loss"``) and metrics; key ``"features"`` (B, D), detached
-        encoder outputs of one view, feeds the collapse monitor."""
+        encoder outputs of one view, feeds the collapse monitor, as does the optional key
+        ``"embedding"`` (B, K), the detached head output the loss sees."""
         ...
 
     def on_step_end(self, progress: float) -> None:

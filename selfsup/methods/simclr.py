@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from torch import Tensor, nn
 
+from selfsup.errors import SelfsupError
 from selfsup.heads import mlp
 from selfsup.losses import NTXentLoss
 from selfsup.methods.protocol import DataInfo
@@ -29,6 +30,18 @@ class SimCLRConfig:
     proj_layers: int = 2
     augment: ImageAugment = field(default_factory=ImageAugment)
 
+    def validate(self) -> None:
+        if not 1e-3 <= self.temperature < float("inf"):
+            raise SelfsupError(
+                f"method_args.temperature must be at least 0.001 (0.1-0.5 work), got {self.temperature}"
+            )
+        widths = {"proj_dim": self.proj_dim, "proj_layers": self.proj_layers}
+        if self.proj_hidden_dim is not None:
+            widths["proj_hidden_dim"] = self.proj_hidden_dim
+        for name, value in widths.items():
+            if value < 1:
+                raise SelfsupError(f"method_args.{name} must be a positive integer, got {value}")
+
 
 class SimCLR(nn.Module):
     def __init__(self, cfg: SimCLRConfig, encoder: nn.Module, info: DataInfo) -> None:
@@ -41,10 +54,25 @@ class SimCLR(nn.Module):
         self.loss = NTXentLoss(cfg.temperature)
 
     def training_step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        x1, x2 = self.views(batch["image"])  # 2 × (B, C, S, S)
+        x1, x2 = self.make_views(batch)  # 2 × (B, C, S, S)
         h1, h2 = self.encoder(x1), self.encoder(x2)  # 2 × (B, D)
-        loss = self.loss(self.projector(h1), self.projector(h2))
+        loss = self.contrast([self.projector(h1), self.projector(h2)])
         return {"loss": loss, "features": h1.detach()}
+
+    # The three parts below let the engine's gradient cache train batches far larger than
+    # memory holds: views once, embeddings chunk by chunk, the loss over the whole batch.
+
+    def make_views(self, batch: dict[str, Tensor]) -> list[Tensor]:
+        return self.views(batch["image"])
+
+    def embed(self, x: Tensor) -> Tensor:
+        """One view's images (B, C, S, S) -> projections (B, proj_dim); per-sample (BatchNorm
+        aside), so it can run in chunks."""
+        return self.projector(self.encoder(x))
+
+    def contrast(self, embeddings: list[Tensor]) -> Tensor:
+        z1, z2 = embeddings
+        return self.loss(z1, z2)
 
     def on_step_end(self, progress: float) -> None:
         """SimCLR has no schedule of its own."""

@@ -32,9 +32,17 @@ def normalize(images: Tensor) -> Tensor:
     return (images - MEAN) / STD
 
 
-def prepare(images: Tensor, channels_last: bool = True) -> Tensor:
-    """uint8 batch -> normalised float encoder input, no augmentation (evaluation, export)."""
-    x = normalize(to_float(images))
+def prepare(images: Tensor, channels_last: bool = True, channels: int | None = None) -> Tensor:
+    """uint8 batch -> normalised float encoder input, no augmentation (evaluation, export).
+
+    ``channels``: the channels the encoder takes, if known; a 1-channel encoder given colour
+    images sees their lightness (L of CIELAB), as colorization trains it."""
+    x = to_float(images)
+    if channels == 1 and x.ndim == 4 and x.shape[1] == 3:
+        from selfsup.views.color import lightness
+
+        x = lightness(x)
+    x = normalize(x)
     return x.contiguous(memory_format=torch.channels_last) if channels_last and x.ndim == 4 else x
 
 
@@ -69,12 +77,25 @@ class ImageAugment:
             raise SelfsupError(
                 f"crop_scale must satisfy 0 < min <= max <= 1, got {self.crop_scale}"
             )
-        if not 0 < self.crop_ratio[0] <= self.crop_ratio[1]:
-            raise SelfsupError(f"crop_ratio must satisfy 0 < min <= max, got {self.crop_ratio}")
-        if self.output_size is not None and self.output_size < 1:
+        if not 0 < self.crop_ratio[0] <= self.crop_ratio[1] < float("inf"):
             raise SelfsupError(
-                f"output_size must be a positive number of pixels, got {self.output_size}"
+                f"crop_ratio must satisfy 0 < min <= max (width/height, finite), got {self.crop_ratio}"
             )
+        if self.output_size is not None and not 1 <= self.output_size <= 4096:
+            raise SelfsupError(
+                f"output_size must be a number of pixels from 1 to 4096, got {self.output_size}"
+            )
+        for name, strength in [
+            ("brightness", self.brightness),
+            ("contrast", self.contrast),
+            ("saturation", self.saturation),
+        ]:
+            if not 0 <= strength < float("inf"):
+                raise SelfsupError(
+                    f"{name} is a jitter strength and must be 0 or more, got {strength}"
+                )
+        if not 0 <= self.hue <= 0.5:
+            raise SelfsupError(f"hue is a jitter strength and must lie in [0, 0.5], got {self.hue}")
         probabilities = {
             "flip_p": self.flip_p,
             "jitter_p": self.jitter_p,

@@ -1,0 +1,125 @@
+"""Batches larger than memory: gradient accumulation, and the gradient cache for contrastive
+losses.
+
+Plain accumulation splits the batch into micro-batches and sums their gradients. That is
+exact for losses that are a mean over samples, but not for contrastive losses, whose every
+term depends on the whole batch (NT-Xent's negatives): 16 micro-batches of 256 give 16
+losses with 255 negatives each, not one loss with 4,095.
+
+The gradient cache (Gao, Zhang, Han, Callan, "Scaling Deep Contrastive Learning Batch Size
+under Memory Limited Setup", 2021, arXiv:2101.06983) keeps the loss exact:
+
+1. embed every micro-batch without a graph, and concatenate the embeddings z (B, D);
+2. compute the loss on the whole z with a graph over z only, and take g = ∂loss/∂z;
+3. embed each micro-batch again, this time with a graph, and back-propagate g's rows of that
+   micro-batch into the weights.
+
+Step 3 sums exactly the full-batch gradient, since ∂loss/∂θ = Σ_chunks (∂z_chunk/∂θ)ᵀ g_chunk,
+while only one micro-batch's activations are alive at a time. The random state is replayed
+for each chunk so dropout draws the same masks in steps 1 and 3. BatchNorm normalises each
+micro-batch with its own statistics (as in step 1), so with BatchNorm the result equals a
+full batch trained with ghost batch norm of the micro-batch size.
+
+A method opts into the cache by offering three functions besides ``training_step``:
+``make_views(batch) -> [view, ...]``, ``embed(view_chunk) -> (b, D)`` and
+``contrast([z_view1, z_view2, ...]) -> loss``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from lightning_fabric import Fabric
+from torch import Tensor, nn
+
+
+def supports_gradient_cache(method: nn.Module) -> bool:
+    return all(
+        callable(getattr(method, name, None)) for name in ("make_views", "embed", "contrast")
+    )
+
+
+def _chunks(n: int, size: int) -> list[slice]:
+    return [slice(start, min(n, start + size)) for start in range(0, n, size)]
+
+
+def _split_batch(batch: dict[str, Any], size: int) -> list[dict[str, Any]]:
+    n = next(v for v in batch.values() if isinstance(v, Tensor)).shape[0]
+    return [
+        {k: v[s] if isinstance(v, Tensor) and v.shape[:1] == (n,) else v for k, v in batch.items()}
+        for s in _chunks(n, size)
+    ]
+
+
+def _rng_state(device: torch.device) -> tuple[Tensor, Tensor | None]:
+    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    return torch.get_rng_state(), cuda
+
+
+def _set_rng_state(state: tuple[Tensor, Tensor | None], device: torch.device) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], device)
+
+
+def accumulated_step(
+    fabric: Fabric, model: nn.Module, batch: dict[str, Any], micro_batch: int
+) -> dict[str, Tensor]:
+    """``training_step`` on micro-batches of ``micro_batch`` samples; back-propagates
+    loss_i · b_i / B for each, so the gradients are those of the batch-mean loss. Returns the
+    step's outputs with the loss weighted the same way (detached) and the first chunk's
+    features. Gradients are synchronised across processes once, on the last micro-batch."""
+    parts = _split_batch(batch, micro_batch)
+    total = sum(next(v for v in p.values() if isinstance(v, Tensor)).shape[0] for p in parts)
+    loss_sum: Tensor | None = None
+    first: dict[str, Tensor] = {}
+    for i, part in enumerate(parts):
+        size = next(v for v in part.values() if isinstance(v, Tensor)).shape[0]
+        with fabric.no_backward_sync(model, enabled=i < len(parts) - 1):
+            out = model.training_step(part)
+            loss = out["loss"] * (size / total)
+            if torch.isfinite(loss):
+                fabric.backward(loss)
+        loss_sum = loss.detach() if loss_sum is None else loss_sum + loss.detach()
+        if i == 0:
+            first = {k: v.detach() for k, v in out.items() if k != "loss"}
+    return {**first, "loss": loss_sum}
+
+
+def cached_step(
+    fabric: Fabric, model: nn.Module, batch: dict[str, Any], micro_batch: int
+) -> dict[str, Tensor]:
+    """One gradient-cache step (see the module docstring); back-propagates into ``model``'s
+    parameters and returns ``{"loss", "features"}`` with the loss detached and the first
+    view's embeddings as features. A non-finite loss back-propagates nothing."""
+    device = fabric.device
+    # Only the graph-building embeds of step 3 go through the (DDP) wrapper, so gradients are
+    # synchronised there; the rest runs on the plain module under the same autocast.
+    module = getattr(model, "module", model)
+    views = module.make_views(batch)  # V × (B, ...)
+    spans = _chunks(views[0].shape[0], micro_batch)
+    states: list[list[tuple[Tensor, Tensor | None]]] = []
+    embeddings: list[Tensor] = []
+    with torch.no_grad(), fabric.autocast():
+        for view in views:
+            states.append([])
+            parts = []
+            for span in spans:
+                states[-1].append(_rng_state(device))
+                parts.append(module.embed(view[span]))
+            embeddings.append(torch.cat(parts))  # (B, D)
+    after = _rng_state(device)
+    leaves = [z.detach().float().requires_grad_() for z in embeddings]
+    loss = module.contrast(leaves)
+    if not torch.isfinite(loss):
+        return {"loss": loss.detach(), "features": embeddings[0].detach()}
+    grads = torch.autograd.grad(loss, leaves)
+    pieces = [(v, i) for v in range(len(views)) for i in range(len(spans))]
+    for n, (v, i) in enumerate(pieces):
+        _set_rng_state(states[v][i], device)
+        with fabric.no_backward_sync(model, enabled=n < len(pieces) - 1):
+            z = model.embed(views[v][spans[i]])
+            fabric.backward(z, grads[v][spans[i]].to(z.dtype))
+    _set_rng_state(after, device)
+    return {"loss": loss.detach(), "features": embeddings[0].detach()}
