@@ -59,7 +59,15 @@ def run_variant(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     if args.variant == "micro":  # the reference: one plain step on a micro-batch alone
         batch = {"image": batch["image"][: args.micro]}
-    if args.variant in ("whole", "micro"):
+    if args.variant == "whole":  # the cache's views, micro-batch by micro-batch, one graph
+        z1, z2 = [], []
+        for i in range(0, args.batch, args.micro):
+            x1, x2 = method.make_views({"image": batch["image"][i : i + args.micro]})
+            z1.append(method.embed(x1))
+            z2.append(method.embed(x2))
+        loss = method.contrast([torch.cat(z1), torch.cat(z2)])
+        loss.backward()
+    elif args.variant == "micro":
         loss = method.training_step(batch)["loss"]
         loss.backward()
     else:

@@ -140,6 +140,8 @@ def main() -> None:
         f"{SHAPE[0]}x{SHAPE[1]}x{SHAPE[2]} uint8, batch {args.batch_size}, {args.workers} workers"
     )
     print(header)
+    if args.tmp:
+        Path(args.tmp).mkdir(parents=True, exist_ok=True)
     for size in (int(s) for s in args.sizes.split(",")):
         folder = Path(tempfile.mkdtemp(prefix="selfsup-scaling-", dir=args.tmp))
         try:

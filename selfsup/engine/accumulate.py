@@ -9,16 +9,19 @@ losses with 255 negatives each, not one loss with 4,095.
 The gradient cache (Gao, Zhang, Han, Callan, "Scaling Deep Contrastive Learning Batch Size
 under Memory Limited Setup", 2021, arXiv:2101.06983) keeps the loss exact:
 
-1. embed every micro-batch without a graph, and concatenate the embeddings z (B, D);
+1. make the views of every micro-batch and embed them without a graph, keeping only the
+   embeddings z (B, D) and the random state each micro-batch started from;
 2. compute the loss on the whole z with a graph over z only, and take g = ∂loss/∂z;
-3. embed each micro-batch again, this time with a graph, and back-propagate g's rows of that
-   micro-batch into the weights.
+3. from the saved random state, make each micro-batch's views again and embed them, this
+   time with a graph, and back-propagate g's rows of that micro-batch into the weights.
 
 Step 3 sums exactly the full-batch gradient, since ∂loss/∂θ = Σ_chunks (∂z_chunk/∂θ)ᵀ g_chunk,
-while only one micro-batch's activations are alive at a time. The random state is replayed
-for each chunk so dropout draws the same masks in steps 1 and 3. BatchNorm normalises each
-micro-batch with its own statistics (as in step 1), so with BatchNorm the result equals a
-full batch trained with ghost batch norm of the micro-batch size.
+while only one micro-batch's views and activations are alive at a time. Replaying the
+random state gives the same views and the same dropout masks in steps 1 and 3. The views of
+a micro-batch are drawn for that micro-batch, so they differ from the views the whole batch
+would have drawn in one call: the same distribution, other samples of it. BatchNorm
+normalises each micro-batch with its own statistics (as in step 1), so with BatchNorm the
+result equals a full batch trained with ghost batch norm of the micro-batch size.
 
 A method opts into the cache by offering three functions besides ``training_step``:
 ``make_views(batch) -> [view, ...]``, ``embed(view_chunk) -> (b, D)`` and
@@ -92,34 +95,40 @@ def cached_step(
 ) -> dict[str, Tensor]:
     """One gradient-cache step (see the module docstring); back-propagates into ``model``'s
     parameters and returns ``{"loss", "features"}`` with the loss detached and the first
-    view's embeddings as features. A non-finite loss back-propagates nothing."""
+    view's embeddings as features. A non-finite loss back-propagates nothing.
+
+    Views are made per micro-batch and made again, from the same random state, in the second
+    pass, so nothing of the size of the whole batch is kept but the embeddings (B, D)."""
     device = fabric.device
-    # Only the graph-building embeds of step 3 go through the (DDP) wrapper, so gradients are
-    # synchronised there; the rest runs on the plain module under the same autocast.
+    # Only the graph-building embeds of the second pass go through the (DDP) wrapper, so
+    # gradients are synchronised there; the rest runs on the plain module, same autocast.
     module = getattr(model, "module", model)
-    views = module.make_views(batch)  # V × (B, ...)
-    spans = _chunks(views[0].shape[0], micro_batch)
-    states: list[list[tuple[Tensor, Tensor | None]]] = []
-    embeddings: list[Tensor] = []
+    parts = _split_batch(batch, micro_batch)
+    states = []
+    chunks: list[list[Tensor]] = []  # per micro-batch: V × (b, D)
     with torch.no_grad(), fabric.autocast():
-        for view in views:
-            states.append([])
-            parts = []
-            for span in spans:
-                states[-1].append(_rng_state(device))
-                parts.append(module.embed(view[span]))
-            embeddings.append(torch.cat(parts))  # (B, D)
+        for part in parts:
+            states.append(_rng_state(device))
+            chunks.append([module.embed(view) for view in module.make_views(part)])
     after = _rng_state(device)
-    leaves = [z.detach().float().requires_grad_() for z in embeddings]
+    leaves = [
+        torch.cat([chunk[v] for chunk in chunks]).float().requires_grad_()  # (B, D)
+        for v in range(len(chunks[0]))
+    ]
     loss = module.contrast(leaves)
+    features = leaves[0].detach()
     if not torch.isfinite(loss):
-        return {"loss": loss.detach(), "features": embeddings[0].detach()}
+        return {"loss": loss.detach(), "features": features}
     grads = torch.autograd.grad(loss, leaves)
-    pieces = [(v, i) for v in range(len(views)) for i in range(len(spans))]
-    for n, (v, i) in enumerate(pieces):
-        _set_rng_state(states[v][i], device)
-        with fabric.no_backward_sync(model, enabled=n < len(pieces) - 1):
-            z = model.embed(views[v][spans[i]])
-            fabric.backward(z, grads[v][spans[i]].to(z.dtype))
+    start, last = 0, len(parts) * len(leaves) - 1
+    for c, part in enumerate(parts):
+        _set_rng_state(states[c], device)
+        views = module.make_views(part)  # the same views as in the first pass
+        size = views[0].shape[0]
+        for v, view in enumerate(views):
+            with fabric.no_backward_sync(model, enabled=c * len(views) + v < last):
+                z = model.embed(view)  # (b, D)
+                fabric.backward(z, grads[v][start : start + size].to(z.dtype))
+        start += size
     _set_rng_state(after, device)
-    return {"loss": loss.detach(), "features": embeddings[0].detach()}
+    return {"loss": loss.detach(), "features": features}

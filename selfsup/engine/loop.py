@@ -42,6 +42,9 @@ CALIBRATION_STEPS = 10
 """A run limited only by time measures its speed over this many steps (after 2 warm-up
 steps), then fixes its horizon for the cosine schedule."""
 WARM_STEPS = 2
+REFIT_AT = (0.2, 0.5, 0.8)
+"""...and measures it again over all its steps so far at these shares of its budget, since
+the first steps are often slower (each refit moves the cosine schedule a little)."""
 
 
 class TrainingDiverged(SelfsupError):
@@ -246,6 +249,7 @@ def train(
     result = TrainResult(run_dir, step, step, "max_steps", precision=precision)
     started = time.perf_counter()
     calib_start: float | None = None
+    refits = 0
     model.train()
     last_log = time.perf_counter()
     samples_since_log = 0
@@ -299,7 +303,18 @@ def train(
                 result.losses[step] = value
                 samples_since_log += t.batch_size * world
 
-                # A time-limited run fixes its horizon once it knows its speed.
+                # A time-limited run fixes its horizon once it knows its speed, and fits it
+                # again at the REFIT_AT shares of its budget.
+                if max_seconds is not None and calib_start is not None and refits < len(REFIT_AT):
+                    spent = elapsed_before + time.perf_counter() - started
+                    if horizon is not None and _any_process(
+                        fabric, spent >= REFIT_AT[refits] * max_seconds
+                    ):
+                        per_step = (time.perf_counter() - calib_start) / (step - WARM_STEPS)
+                        horizon = step + max(1, int((max_seconds - spent) / per_step))
+                        horizon = int(distributed_min(fabric, horizon))
+                        bar.set_total(horizon)
+                        refits += 1
                 if horizon is None and max_seconds is not None:
                     if step == WARM_STEPS:
                         calib_start = time.perf_counter()
@@ -330,9 +345,14 @@ def train(
                             "momentum, temperature), stronger augmentation, or "
                             "train.collapse_stop=false to train on"
                         )
-                for key, metric in out.items():
-                    if key not in ("loss", "features", "embedding") and step % t.log_every == 0:
-                        fabric.log_dict({key: float(metric)}, step=step)
+                if step % t.log_every == 0:  # the method's own metrics, one row per step
+                    extra = {
+                        k: float(v)
+                        for k, v in out.items()
+                        if k not in ("loss", "features", "embedding")
+                    }
+                    if extra:
+                        fabric.log_dict(extra, step=step)
                 if on_step is not None:
                     on_step(step, value)
 
