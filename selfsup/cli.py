@@ -98,7 +98,7 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
         "--grad-checkpointing",
         action="store_true",
         default=None,
-        help="recompute ViT/Transformer blocks in the backward pass: about 30%% slower, far less "
+        help="recompute ViT blocks in the backward pass: about 30%% slower, far less "
         "activation memory; use it when a batch does not fit",
     )
     g.add_argument(

@@ -65,7 +65,7 @@ class TrainConfig:
     gradient_cache: bool = True
     """Use the gradient cache when the method has one; False forces plain accumulation."""
     grad_checkpointing: bool = False
-    """Recompute the encoder's blocks in the backward pass (ViT and Transformer encoders):
+    """Recompute the encoder's blocks in the backward pass (the ViT encoders):
     about 30% more compute for a fraction of the activation memory."""
     sync_batchnorm: bool = False
     """Synchronise BatchNorm statistics across processes (GPU runs with > 1 device): the

@@ -311,8 +311,7 @@ def train(
                         fabric, spent >= REFIT_AT[refits] * max_seconds
                     ):
                         per_step = (time.perf_counter() - calib_start) / (step - WARM_STEPS)
-                        horizon = step + max(1, int((max_seconds - spent) / per_step))
-                        horizon = int(distributed_min(fabric, horizon))
+                        horizon = _fit_horizon(fabric, step, per_step, max_seconds - spent)
                         bar.set_total(horizon)
                         refits += 1
                 if horizon is None and max_seconds is not None:
@@ -321,8 +320,7 @@ def train(
                     elif step == WARM_STEPS + CALIBRATION_STEPS and calib_start is not None:
                         per_step = (time.perf_counter() - calib_start) / CALIBRATION_STEPS
                         left = max_seconds - elapsed_before - (time.perf_counter() - started)
-                        horizon = step + max(1, int(left / per_step))
-                        horizon = int(distributed_min(fabric, horizon))
+                        horizon = _fit_horizon(fabric, step, per_step, left)
                         bar.set_total(horizon)
 
                 now = time.perf_counter()
@@ -381,11 +379,17 @@ def train(
     return result
 
 
+def _fit_horizon(fabric: Fabric, step: int, per_step: float, seconds_left: float) -> int:
+    """The last step of a time-limited run: as many more steps as fit in ``seconds_left`` at
+    ``per_step`` seconds each, the same in every process (the smallest)."""
+    return int(distributed_min(fabric, step + max(1, int(seconds_left / per_step))))
+
+
 def _enable_grad_checkpointing(encoder: nn.Module, name: str) -> None:
     if not hasattr(encoder, "grad_checkpointing"):
         raise SelfsupError(
-            f"encoder {name!r} has no gradient checkpointing (the ViT and Transformer encoders "
-            "have it); drop --grad-checkpointing or lower --batch-size / use --micro-batch-size"
+            f"encoder {name!r} has no gradient checkpointing (the ViT encoders have it); drop "
+            "--grad-checkpointing, or lower --batch-size or use --micro-batch-size"
         )
     encoder.grad_checkpointing = True
 
