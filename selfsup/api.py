@@ -7,6 +7,7 @@ Python, with any ``nn.Module`` as the encoder.
 from __future__ import annotations
 
 import datetime
+import json
 import logging
 import math
 import os
@@ -29,7 +30,13 @@ from selfsup.config import (
     to_dict,
 )
 from selfsup.data import load_images
-from selfsup.encoders import build_encoder
+from selfsup.data.dataset import (
+    find_tokenizer,
+    load_dataset,
+    modality_of,
+    run_tokenizer,
+)
+from selfsup.encoders import build_encoder, encoder_modality
 from selfsup.engine import TrainResult, make_fabric, train
 from selfsup.engine.checkpoint import latest_checkpoint
 from selfsup.engine.precision import resolve_accelerator
@@ -43,10 +50,13 @@ from selfsup.evaluate import (
     write_report,
 )
 from selfsup.export import export_encoder, load_encoder, read_spec
-from selfsup.methods import DataInfo, build_method, encoder_channels, method_config
+from selfsup.methods import DataInfo, build_method, encoder_channels, method_config, method_spec
 from selfsup.views import prepare
 
 log = logging.getLogger("selfsup")
+
+PAD_ID = 0
+"""The id of [PAD] in every tokenizer selfsup trains (see ``selfsup.data.tokenizer``)."""
 
 RUN_DIR_ENV = "SELFSUP_RUN_DIR"
 """Set by the launching process so that DDP worker processes write to the same run folder."""
@@ -139,15 +149,34 @@ def _check(cfg: RunConfig) -> None:
         )
     if t.lr is not None and not t.lr > 0:
         raise SelfsupError(f"train.lr must be positive, got {t.lr}")
+    data_modality = modality_of(cfg.data.name)
+    method_modality = method_spec(cfg.method).modality
+    if method_modality not in ("any", data_modality):
+        hint = (
+            "fortunes, gcide or text:PATH"
+            if method_modality == "text"
+            else "digits, fashion-mnist or folder:PATH"
+        )
+        raise SelfsupError(
+            f"method {cfg.method!r} learns from {method_modality} but {cfg.data.name!r} is "
+            f"{data_modality} data: pass --data with {method_modality} ({hint})"
+        )
+    if data_modality == "text":
+        if not 3 <= cfg.data.max_length <= 65536:
+            raise SelfsupError(
+                f"data.max_length must lie between 3 and 65536 tokens, got {cfg.data.max_length}"
+            )
+        if cfg.data.vocab_size < 16:
+            raise SelfsupError(f"data.vocab_size must be at least 16, got {cfg.data.vocab_size}")
     if cfg.data.num_workers < 0:
         raise SelfsupError(f"data.num_workers must be 0 or more, got {cfg.data.num_workers}")
     for fraction in cfg.eval.label_fractions:
         if not 0 < fraction <= 1:
             raise SelfsupError(f"eval.label_fractions must lie in (0, 1], got {fraction}")
-    unknown = set(cfg.eval.protocols) - {"linear", "knn"}
+    unknown = set(cfg.eval.protocols) - {"linear", "knn", "finetune"}
     if unknown:
         raise SelfsupError(
-            f"unknown evaluation protocol {sorted(unknown)[0]!r}; choose from linear, knn"
+            f"unknown evaluation protocol {sorted(unknown)[0]!r}; choose from linear, knn, finetune"
         )
     if t.max_time is not None:
         from selfsup.config import parse_duration
@@ -232,47 +261,85 @@ def _new_run_dir(cfg: RunConfig) -> Path:
 def _pretrain_worker(
     fabric: Any, cfg: RunConfig, run_dir: Path, resume_from: Path | None, encoder: nn.Module | None
 ) -> TrainResult:
-    dataset = load_images(
-        cfg.data.name, "train", skip_bad=cfg.data.skip_bad, image_size=cfg.data.image_size
-    )
-    if dataset.skipped and fabric.is_global_zero:
+    dataset, info = _training_data(cfg, run_dir, fabric.world_size)
+    if getattr(dataset, "skipped", None) and fabric.is_global_zero:
         console.print(
             f"[yellow]skipped {len(dataset.skipped)} unreadable files[/] (first: {dataset.skipped[0]})"
         )
-    height, width = dataset.image_size
     fabric.seed_everything(
         cfg.train.seed, verbose=False
     )  # encoder and head weights follow from the seed
-    world = fabric.world_size  # devices × num_nodes
-    info = DataInfo(
-        channels=dataset.channels,
-        image_size=height,
-        channels_last=cfg.train.channels_last,
-        steps_per_epoch=len(dataset) // (cfg.train.batch_size * world),  # as the engine's sampler
-    )
-    if encoder is None:  # with the channels the method asks for (colorization: 1, lightness)
-        encoder = build_encoder(
-            cfg.encoder,
-            in_channels=encoder_channels(cfg.method, info),
-            image_size=height,
-            **cfg.encoder_args,
-        )
+    if encoder is None:
+        encoder = build_run_encoder(cfg, info)
     method = build_method(cfg.method, cfg.method_args, encoder, info)
     if fabric.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(dump_yaml({**to_dict(cfg), "out": None}))
     result = train(fabric, cfg, method, dataset, run_dir, resume_from=resume_from)
     if fabric.is_global_zero:
-        export_encoder(
-            method.encoder,
-            run_dir,
-            method=cfg.method,
-            data=cfg.data.name,
-            step=result.steps,
-            image_size=height,
-            channels=dataset.channels,
-        )
+        _export(method.encoder, run_dir, cfg, info, step=result.steps)
     return result
+
+
+def _training_data(cfg: RunConfig, run_dir: Path, world: int) -> tuple[Any, DataInfo]:
+    """The training split of ``cfg.data`` and what the method must know of it. A text run
+    reads the tokenizer that ``pretrain`` trained (or found) in the run folder."""
+    d = cfg.data
+    if modality_of(d.name) == "text":
+        tokenizer = find_tokenizer(run_dir)
+        dataset = load_dataset(d.name, "train", tokenizer=tokenizer, max_length=d.max_length)
+        info = DataInfo(
+            modality="text",
+            vocab_size=tokenizer.get_vocab_size(),
+            max_length=d.max_length,
+            tokenizer=tokenizer,
+            steps_per_epoch=len(dataset) // (cfg.train.batch_size * world),
+        )
+        return dataset, info
+    dataset = load_images(d.name, "train", skip_bad=d.skip_bad, image_size=d.image_size)
+    info = DataInfo(
+        channels=dataset.channels,
+        image_size=dataset.image_size[0],
+        channels_last=cfg.train.channels_last,
+        steps_per_epoch=len(dataset) // (cfg.train.batch_size * world),  # as the engine's sampler
+    )
+    return dataset, info
+
+
+def build_run_encoder(cfg: RunConfig, info: DataInfo) -> nn.Module:
+    """The registered encoder ``cfg.encoder`` built for the data: token ids for text, images
+    with the channels the method asks for (colorization encodes lightness: 1 channel)."""
+    modality = encoder_modality(cfg.encoder)
+    if modality != info.modality:
+        hint = "transformer-tiny" if info.modality == "text" else "convnet or vit-tiny"
+        raise SelfsupError(
+            f"encoder {cfg.encoder!r} reads {modality} but {cfg.data.name!r} is {info.modality} "
+            f"data: pass --encoder {hint} (see `selfsup list`)"
+        )
+    if info.modality == "text":
+        return build_encoder(
+            cfg.encoder,
+            vocab_size=info.vocab_size,
+            max_length=info.max_length,
+            pad_id=PAD_ID,
+            **cfg.encoder_args,
+        )
+    return build_encoder(
+        cfg.encoder,
+        in_channels=encoder_channels(cfg.method, info),
+        image_size=info.image_size,
+        **cfg.encoder_args,
+    )
+
+
+def _export(encoder: nn.Module, folder: Path, cfg: RunConfig, info: DataInfo, step: int) -> Path:
+    """Export ``encoder`` with what feeding it takes: the tokenizer (text) or image size and channels."""
+    feed: dict[str, Any] = (
+        {"max_length": info.max_length, "tokenizer": info.tokenizer}
+        if info.modality == "text"
+        else {"image_size": info.image_size, "channels": info.channels}
+    )
+    return export_encoder(encoder, folder, method=cfg.method, data=cfg.data.name, step=step, **feed)
 
 
 def pretrain(
@@ -309,6 +376,11 @@ def pretrain(
             raise SelfsupError(
                 f"{run_dir} already holds a run: pass --resume {run_dir} to continue it, or choose another --out"
             )
+    if modality_of(cfg.data.name) == "text":  # before the workers start, so all read one file
+        with console.status("training the tokenizer"):
+            run_tokenizer(
+                cfg.data.name, run_dir, kind=cfg.data.tokenizer, vocab_size=cfg.data.vocab_size
+            )
     os.environ[RUN_DIR_ENV] = str(run_dir)
     try:
         fabric = make_fabric(cfg, run_dir)
@@ -318,14 +390,17 @@ def pretrain(
     run = Run(run_dir, result, rank=fabric.global_rank)
     if fabric.global_rank != 0:
         return run
-    if (
-        evaluate
-        and load_images(
-            cfg.eval.data or cfg.data.name, "test", image_size=cfg.data.image_size
-        ).has_labels
-    ):
+    if evaluate and _has_labels(cfg.eval.data or cfg.data.name, cfg):
         run.eval_rows = evaluate_run(run_dir, cfg=cfg)
     return run
+
+
+def _has_labels(spec: str, cfg: RunConfig) -> bool:
+    if modality_of(spec) == "text":
+        from selfsup.data.text import load_texts
+
+        return load_texts(spec, "test").labels is not None
+    return load_images(spec, "test", image_size=cfg.data.image_size).has_labels
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -333,27 +408,63 @@ def pretrain(
 
 @torch.no_grad()
 def extract_features(
-    encoder: nn.Module, images: torch.Tensor, batch_size: int = 512, device: str | None = None
+    encoder: nn.Module, inputs: torch.Tensor, batch_size: int = 512, device: str | None = None
 ) -> torch.Tensor:
-    """Frozen features (N, D) of uint8 images (N, C, H, W), batched, in eval mode, float32."""
+    """Frozen features (N, D), float32, batched, in eval mode, of uint8 images (N, C, H, W)
+    or int64 token ids (N, L)."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     encoder = encoder.to(device).eval()
-    out = []
-    channels = (getattr(encoder, "build_args", None) or {}).get("in_channels")
-    for start in range(0, len(images), batch_size):
-        x = prepare(images[start : start + batch_size].to(device), channels=channels)
-        out.append(encoder(x).float().cpu())
+    to_input = encoder_input_fn(encoder)
+    out = [
+        encoder(to_input(inputs[start : start + batch_size].to(device))).float().cpu()
+        for start in range(0, len(inputs), batch_size)
+    ]
     return torch.cat(out) if out else torch.empty(0, getattr(encoder, "embed_dim", 0))
 
 
-def _labelled(spec: str, split: str, image_size: int | None) -> Any:
-    dataset = load_images(spec, split, image_size=image_size)  # type: ignore[arg-type]
+def encoder_input_fn(encoder: nn.Module) -> Any:
+    """What turns a raw batch into ``encoder``'s input: images are scaled and normalised
+    (to the channels the encoder was built for), token ids go in as they are."""
+    build_args = getattr(encoder, "build_args", None) or {}
+    if "vocab_size" in build_args:
+        return lambda tokens: tokens
+    channels = build_args.get("in_channels")
+
+    def to_input(x: torch.Tensor) -> torch.Tensor:
+        return x if x.is_floating_point() else prepare(x, channels=channels)
+
+    return to_input
+
+
+def _labelled(spec: str, split: str, **options: Any) -> Any:
+    dataset = load_dataset(spec, split, **options)  # type: ignore[arg-type]
     if not dataset.has_labels:
         raise SelfsupError(
-            f"data set {spec!r} has no labels, so it cannot be evaluated: pass --data with a labelled set "
-            "(a folder with one subfolder per class, an npz with 'labels', digits or fashion-mnist)"
+            f"data set {spec!r} has no labels, so it cannot be evaluated: pass --data with a "
+            "labelled set (images: a folder with one subfolder per class, an npz with 'labels', "
+            "digits or fashion-mnist; text: fortunes, or text:FILE.jsonl with a label field)"
         )
     return dataset
+
+
+def _data_options(
+    encoder: nn.Module, data_spec: str, folder: Path | None, cfg: RunConfig | None, spec: dict
+) -> dict[str, Any]:
+    """How to load evaluation data for ``encoder``: image size, or tokenizer and length."""
+    build_args = getattr(encoder, "build_args", None) or {}
+    data_modality = modality_of(data_spec)
+    encoder_reads = "text" if "vocab_size" in build_args else "image"
+    if build_args and data_modality != encoder_reads:
+        raise SelfsupError(
+            f"the encoder reads {encoder_reads} but {data_spec!r} is {data_modality} data: "
+            f"pass --data with {encoder_reads} data"
+        )
+    if data_modality == "image":
+        return {"image_size": cfg.data.image_size if cfg else spec.get("image_size")}
+    if folder is None:
+        raise SelfsupError("a text encoder is evaluated from its run folder (for the tokenizer)")
+    max_length = spec.get("max_length") or (cfg.data.max_length if cfg else None)
+    return {"tokenizer": find_tokenizer(folder), "max_length": max_length or 128}
 
 
 def evaluate_run(
@@ -365,15 +476,16 @@ def evaluate_run(
     name: str | None = None,
     out: str | Path | None = None,
 ) -> list[dict[str, Any]]:
-    """Linear probe and kNN at several label fractions for the encoder and the two baselines
-    (raw input, the same encoder at random init); prints a table, writes eval.json and
-    report.html into the run folder (or ``out``)."""
+    """Linear probe and kNN at several label fractions (and fine-tuning, if asked) for the
+    encoder and the two baselines (raw input: pixels or TF-IDF; the same encoder at random
+    init); a causal language model also gets its perplexity on held-out text. Prints a table,
+    writes eval.json and report.html into the run folder (or ``out``)."""
     run_dir: Path | None = None
     if isinstance(run, nn.Module):
         encoder = run
         spec: dict[str, Any] = {}
     else:
-        run_dir = Path(run)
+        run_dir = Path(run).parent if Path(run).is_file() else Path(run)
         encoder = load_encoder(run_dir)
         spec = read_spec(run_dir)
         if cfg is None and (run_dir / "config.yaml").is_file():
@@ -382,54 +494,81 @@ def evaluate_run(
     data_spec = data or ev.data or (cfg.data.name if cfg else None)
     if data_spec is None:
         raise SelfsupError("no labelled data to evaluate on: pass --data")
-    image_size = cfg.data.image_size if cfg else spec.get("image_size")
+    options = _data_options(encoder, data_spec, run_dir, cfg, spec)
     train_set, test_set = (
-        _labelled(data_spec, "train", image_size),
-        _labelled(data_spec, "test", image_size),
+        _labelled(data_spec, "train", **options),
+        _labelled(data_spec, "test", **options),
     )
     name = name or spec.get("method") or (cfg.method if cfg else "encoder")
     seed = cfg.train.seed if cfg else 0
+    text = modality_of(data_spec) == "text"
 
-    train_images, train_y = train_set.as_tensor(), train_set.labels()
+    train_x, train_y = train_set.as_tensor(), train_set.labels()
+    keep = torch.arange(len(train_y))
     if ev.max_train is not None and len(train_y) > ev.max_train:
-        keep = torch.randperm(len(train_y), generator=torch.Generator().manual_seed(seed))[
-            : ev.max_train
-        ]
-        train_images, train_y = train_images[keep], train_y[keep]
-    test_images, test_y = test_set.as_tensor(), test_set.labels()
+        keep = torch.randperm(len(train_y), generator=torch.Generator().manual_seed(seed))
+        keep = keep[: ev.max_train]
+        train_x, train_y = train_x[keep], train_y[keep]
+    test_x, test_y = test_set.as_tensor(), test_set.labels()
+    fresh = _random_init_encoder(encoder, seed) if ev.baselines else None
 
     with console.status("extracting features"):
         sets = {
             name: FeatureSet(
-                extract_features(encoder, train_images, ev.batch_size),
+                extract_features(encoder, train_x, ev.batch_size),
                 train_y,
-                extract_features(encoder, test_images, ev.batch_size),
+                extract_features(encoder, test_x, ev.batch_size),
                 test_y,
             )
         }
-        if ev.baselines:
-            sets["random-init"] = _random_init_features(
-                encoder, seed, train_images, test_images, train_y, test_y, ev
-            )
-            sets["raw"] = FeatureSet(
-                train_images.flatten(1).float() / 255,
+        if fresh is not None:
+            sets["random-init"] = FeatureSet(
+                extract_features(fresh, train_x, ev.batch_size),
                 train_y,
-                test_images.flatten(1).float() / 255,
+                extract_features(fresh, test_x, ev.batch_size),
                 test_y,
             )
+            if not text:  # text's raw input is TF-IDF, probed below with sparse LR
+                sets["raw"] = FeatureSet(
+                    train_x.flatten(1).float() / 255,
+                    train_y,
+                    test_x.flatten(1).float() / 255,
+                    test_y,
+                )
 
+    probes = [p for p in ev.protocols if p != "finetune"]
     with console.status("evaluating") as status:
-        rows = evaluate_features(
-            sets,
-            fractions=ev.label_fractions,
-            seeds=ev.seeds,
-            protocols=ev.protocols,
-            k=ev.knn_k,
-            temperature=ev.knn_temperature,
-            progress=lambda text: status.update(f"evaluating: {text}"),
+        rows = (
+            evaluate_features(
+                sets,
+                fractions=ev.label_fractions,
+                seeds=ev.seeds,
+                protocols=probes,  # type: ignore[arg-type]
+                k=ev.knn_k,
+                temperature=ev.knn_temperature,
+                progress=lambda text: status.update(f"evaluating: {text}"),
+            )
+            if probes
+            else []
         )
+    if text and ev.baselines and probes:
+        with console.status("TF-IDF baseline") as status:
+            texts = train_set.texts()
+            rows += _tfidf_rows(
+                [texts[i] for i in keep], train_y, test_set.texts(), test_y, ev, probes, status
+            )
+    if "finetune" in ev.protocols:
+        models = {name: encoder, **({"random-init": fresh} if fresh is not None else {})}
+        rows += _finetune_rows(models, train_x, train_y, test_x, test_y, ev, seed)
     console.print(rows_table(rows, title=f"{name} on {data_spec} (test accuracy, %)"))
     target = Path(out) if out else run_dir
+    if getattr(encoder, "causal", False) and run_dir is not None:
+        lm = _perplexity_rows(name, encoder, fresh, cfg, options, data_spec, ev)
+        for row in lm:
+            console.print(f"{row['encoder']}: perplexity {row['perplexity']:.1f} on {row['data']}")
+        if target is not None:
+            target.mkdir(parents=True, exist_ok=True)
+            (target / "perplexity.json").write_text(json.dumps(lm, indent=2))
     if target is not None:
         target.mkdir(parents=True, exist_ok=True)
         write_eval_json(rows, target / "eval.json")
@@ -459,9 +598,123 @@ def evaluate_run(
     return rows
 
 
-def _random_init_features(
-    encoder: nn.Module, seed: int, train_images, test_images, train_y, test_y, ev: EvalConfig
-) -> FeatureSet:
+def _tfidf_rows(
+    train_texts: list[str],
+    train_y: torch.Tensor,
+    test_texts: list[str],
+    test_y: torch.Tensor,
+    ev: EvalConfig,
+    probes: list[str],
+    status: Any,
+) -> list[dict[str, Any]]:
+    """The raw-input baseline of text: TF-IDF + logistic regression (sparse, uni- and
+    bigrams, C chosen on held-out labels) and TF-IDF kNN, rows marked ``features: tf-idf``."""
+    from selfsup.evaluate.text import tfidf_label_efficiency
+
+    rows = tfidf_label_efficiency(
+        train_texts,
+        train_y,
+        test_texts,
+        test_y,
+        fractions=ev.label_fractions,
+        seeds=ev.seeds,
+        protocols=probes,
+        encoder="raw",
+        k=ev.knn_k,
+        temperature=ev.knn_temperature,
+        progress=lambda text: status.update(f"TF-IDF baseline: {text}"),
+    )
+    return [{**row, "features": "tf-idf"} for row in rows]
+
+
+def _finetune_rows(
+    models: dict[str, nn.Module],
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    test_x: torch.Tensor,
+    test_y: torch.Tensor,
+    ev: EvalConfig,
+    seed: int,
+) -> list[dict[str, Any]]:
+    """Fine-tune each encoder with a linear head at each of ``ev.finetune_fractions``."""
+    from selfsup.config import parse_duration
+    from selfsup.evaluate.finetune import finetune, image_finetune_augment
+    from selfsup.evaluate.protocol import class_balanced_subset
+
+    max_time = parse_duration(ev.finetune_max_time) if ev.finetune_max_time else None
+    rows = []
+    for name, model in models.items():
+        text = "vocab_size" in (getattr(model, "build_args", None) or {})
+        for fraction in ev.finetune_fractions:
+            subset = torch.as_tensor(class_balanced_subset(train_y.numpy(), fraction, seed))
+            with console.status(f"fine-tuning {name} on {fraction:.0%} of the labels") as status:
+                result = finetune(
+                    model,
+                    train_x[subset],
+                    train_y[subset],
+                    test_x,
+                    test_y,
+                    num_classes=int(train_y.max()) + 1,
+                    prepare=encoder_input_fn(model),
+                    augment=None if text else image_finetune_augment,
+                    epochs=ev.finetune_epochs,
+                    max_time=max_time,
+                    lr=ev.finetune_lr,
+                    layer_decay=ev.finetune_layer_decay if ev.finetune_layer_decay < 1 else None,
+                    seed=seed,
+                    progress=lambda text, name=name: status.update(f"fine-tuning {name}: {text}"),
+                )
+            rows.append(
+                {
+                    "encoder": name,
+                    "protocol": "finetune",
+                    "label_fraction": fraction,
+                    "accuracy": result["accuracy"],
+                    "std": 0.0,
+                    "seeds": 1,
+                    "num_train": int(len(subset)),
+                    "num_test": int(len(test_y)),
+                    "epochs": result["epochs"],
+                    "seconds": result["seconds"],
+                }
+            )
+    return rows
+
+
+def _perplexity_rows(
+    name: str,
+    encoder: nn.Module,
+    fresh: nn.Module | None,
+    cfg: RunConfig | None,
+    options: dict[str, Any],
+    data_spec: str,
+    ev: EvalConfig,
+) -> list[dict[str, Any]]:
+    """Perplexity of a causal LM (and of its random init) on the held-out split of the text
+    it was pretrained on."""
+    from selfsup.evaluate.text import perplexity
+    from selfsup.methods.clm import lm_logits
+
+    text_spec = cfg.data.name if cfg else data_spec
+    tokens = load_dataset(text_spec, "test", **options).as_tensor()
+    rows = []
+    for label, model in [(name, encoder), ("random-init", fresh)]:
+        if model is None:
+            continue
+        model.eval()
+        with torch.no_grad():
+            result = perplexity(
+                lambda t, model=model: lm_logits(model, t),
+                tokens,
+                pad_id=PAD_ID,
+                batch_size=max(1, ev.batch_size // 4),
+            )
+        rows.append({"encoder": label, "data": text_spec, **result})
+    return rows
+
+
+def _random_init_encoder(encoder: nn.Module, seed: int) -> nn.Module:
+    """The same architecture at the initialisation a fresh run with ``seed`` would draw."""
     build_args = getattr(encoder, "build_args", None)
     if build_args is None:
         import copy
@@ -470,16 +723,10 @@ def _random_init_features(
         for module in fresh.modules():
             if hasattr(module, "reset_parameters"):
                 module.reset_parameters()
-    else:
-        with torch.random.fork_rng():
-            torch.manual_seed(seed)
-            fresh = build_encoder(**build_args)
-    return FeatureSet(
-        extract_features(fresh, train_images, ev.batch_size),
-        train_y,
-        extract_features(fresh, test_images, ev.batch_size),
-        test_y,
-    )
+        return fresh
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return build_encoder(**build_args).eval()
 
 
 def embed(
@@ -491,11 +738,13 @@ def embed(
 ) -> np.ndarray:
     """Features (N, D) of a data set under an exported encoder; saved as ``.npy`` when ``out`` is given."""
     spec = read_spec(run)
-    dataset = load_images(data, split, image_size=spec.get("image_size"))  # type: ignore[arg-type]
     encoder = load_encoder(run)
-    if dataset.channels != spec.get("channels", dataset.channels):
+    folder = Path(run).parent if Path(run).is_file() else Path(run)
+    dataset = load_dataset(data, split, **_data_options(encoder, data, folder, None, spec))  # type: ignore[arg-type]
+    channels = getattr(dataset, "channels", None)
+    if channels is not None and channels != spec.get("channels", channels):
         raise SelfsupError(
-            f"{data!r} has {dataset.channels}-channel images but the encoder expects {spec['channels']}"
+            f"{data!r} has {channels}-channel images but the encoder expects {spec['channels']}"
         )
     features = extract_features(encoder, dataset.as_tensor(), batch_size).numpy()
     if out is not None:
@@ -505,8 +754,58 @@ def embed(
     return features
 
 
+def generate_text(
+    run: str | Path,
+    prompt: str = "",
+    *,
+    num: int = 1,
+    max_new_tokens: int = 60,
+    temperature: float = 0.8,
+    top_k: int | None = 40,
+    seed: int = 0,
+) -> list[str]:
+    """``num`` continuations of ``prompt`` sampled from a causal language model (a ``clm``
+    run): temperature 0 is greedy, ``top_k`` keeps the k likeliest tokens at each step."""
+    from selfsup.data.tokenizer import decode
+    from selfsup.evaluate.generate import generate
+    from selfsup.methods.text import lm_logits, special_ids
+
+    for label, value, low in [("num", num, 1), ("max_new_tokens", max_new_tokens, 1)]:
+        if value < low:
+            raise SelfsupError(f"{label} must be a positive number, got {value}")
+    if not (temperature >= 0 and math.isfinite(temperature)):
+        raise SelfsupError(f"temperature must be 0 (greedy) or positive, got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise SelfsupError(f"top_k must be a positive number (or 0/None for all), got {top_k}")
+    folder = Path(run).parent if Path(run).is_file() else Path(run)
+    encoder = load_encoder(folder)
+    if not getattr(encoder, "causal", False):
+        raise SelfsupError(
+            f"{str(run)!r} holds a bidirectional encoder, not a language model that can write: "
+            "train one with --method clm --encoder gpt-tiny"
+        )
+    tokenizer = find_tokenizer(folder)
+    ids = special_ids(tokenizer)
+    prompt_ids = [ids["[CLS]"], *tokenizer.encode(prompt, add_special_tokens=False).ids]
+    max_length = int(encoder.build_args["max_length"])
+    start = torch.tensor([prompt_ids[-max_length:]] * num)  # (num, L0)
+    with torch.no_grad():
+        out = generate(
+            lambda tokens: lm_logits(encoder, tokens),
+            start,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_k=top_k,
+            eos_id=ids["[SEP]"],
+            max_length=max_length,
+            generator=torch.Generator().manual_seed(seed),
+        )
+    return [decode(tokenizer, row.tolist()) for row in out]
+
+
 __all__ = [
     "Run",
+    "generate_text",
     "embed",
     "evaluate_run",
     "extract_features",
@@ -529,26 +828,8 @@ def export_checkpoint(
     path = Path(checkpoint_file) if checkpoint_file else latest_checkpoint(run_dir)
     if path is None:
         raise SelfsupError(f"{run_dir} holds no checkpoint to export")
-    dataset = load_images(
-        cfg.data.name, "train", skip_bad=cfg.data.skip_bad, image_size=cfg.data.image_size
-    )
-    height = dataset.image_size[0]
-    info = DataInfo(dataset.channels, height)
-    encoder = build_encoder(
-        cfg.encoder,
-        in_channels=encoder_channels(cfg.method, info),
-        image_size=height,
-        **cfg.encoder_args,
-    )
-    method = build_method(cfg.method, cfg.method_args, encoder, info)
+    _, info = _training_data(cfg, run_dir, world=1)
+    method = build_method(cfg.method, cfg.method_args, build_run_encoder(cfg, info), info)
     fabric = Fabric(accelerator="cpu", devices=1)
     extra = checkpoint.load(fabric, path, {"method": method})
-    return export_encoder(
-        method.encoder,
-        out or run_dir,
-        method=cfg.method,
-        data=cfg.data.name,
-        step=int(extra.get("step", -1)),
-        image_size=height,
-        channels=dataset.channels,
-    )
+    return _export(method.encoder, Path(out or run_dir), cfg, info, step=int(extra.get("step", -1)))

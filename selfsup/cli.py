@@ -1,4 +1,5 @@
-"""The ``selfsup`` command: list, pretrain, evaluate, embed, export, attention, pack, demo.
+"""The ``selfsup`` command: list, pretrain, evaluate, embed, export, attention, generate,
+show-masking, pack, demo.
 
 Every option maps onto a field of the typed config (``selfsup/config.py``); ``--set
 key.path=value`` reaches any field that has no flag of its own. User errors print one line
@@ -47,7 +48,9 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
         help="backbone: convnet is fast on a CPU; resnet18 for GPUs (see `selfsup list`)",
     )
     g.add_argument(
-        "--data", help="digits | fashion-mnist[:FOLDER] | folder:PATH | npz:PATH | shards:PATH"
+        "--data",
+        help="images: digits | fashion-mnist[:FOLDER] | folder:PATH | npz:PATH | shards:PATH; "
+        "text: fortunes | gcide | text:FILE.txt|FILE.jsonl|FOLDER",
     )
     g.add_argument(
         "--image-size",
@@ -64,6 +67,21 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
         "--num-workers",
         type=int,
         help="loader processes that decode files: 0 for in-memory sets, 2-8 for folders",
+    )
+    g.add_argument(
+        "--max-length",
+        type=int,
+        help="text: tokens per sample incl. [CLS]/[SEP] (default 128); cost grows as its square",
+    )
+    g.add_argument(
+        "--tokenizer",
+        help="text: wordpiece (BERT) | bpe | byte-bpe (GPT-2), trained on your texts; or a "
+        "tokenizer.json to reuse",
+    )
+    g.add_argument(
+        "--vocab-size",
+        type=int,
+        help="text: vocabulary of the trained tokenizer; 8000 for a few MB of text, 30000 for GBs",
     )
     g = p.add_argument_group("how long and how fast")
     g.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
@@ -98,7 +116,7 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
         "--grad-checkpointing",
         action="store_true",
         default=None,
-        help="recompute ViT blocks in the backward pass: about 30%% slower, far less "
+        help="recompute ViT and text Transformer blocks in the backward pass: about 30%% slower, far less "
         "activation memory; use it when a batch does not fit",
     )
     g.add_argument(
@@ -156,6 +174,9 @@ def _sections(args: argparse.Namespace) -> dict[str, Any]:
         "image_size": args.image_size,
         "skip_bad": args.skip_bad,
         "num_workers": args.num_workers,
+        "max_length": args.max_length,
+        "tokenizer": args.tokenizer,
+        "vocab_size": args.vocab_size,
     }
     sections: dict[str, Any] = {
         "method": args.method,
@@ -214,8 +235,41 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         ev["max_train"] = args.max_train
     if args.no_report:
         ev["report"] = False
+    if args.finetune:
+        ev["protocols"] = ["linear", "knn", "finetune"]
+    if args.finetune_max_time:
+        ev["finetune_max_time"] = args.finetune_max_time
     eval_cfg = from_dict(EvalConfig, ev, prefix="eval.") if ev else None
     evaluate_run(args.run, args.data, eval_cfg=eval_cfg, out=args.out)
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    from selfsup.api import generate_text
+
+    for number, text in enumerate(
+        generate_text(
+            args.run,
+            args.prompt,
+            num=args.num,
+            max_new_tokens=args.max_new_tokens,
+            temperature=args.temperature,
+            top_k=args.top_k or None,
+            seed=args.seed,
+        ),
+        start=1,
+    ):
+        print(f"--- sample {number}\n{text}")
+
+
+def cmd_show_masking(args: argparse.Namespace) -> None:
+    from selfsup.evaluate.masking import show_masking
+
+    if args.images < 1:
+        raise SelfsupError(f"--images must be a positive number, got {args.images}")
+    path = show_masking(
+        args.run, args.out, images=args.images, data=args.data, split=args.split, seed=args.seed
+    )
+    print(f"wrote {path}")
 
 
 def cmd_embed(args: argparse.Namespace) -> None:
@@ -300,6 +354,7 @@ def cmd_list(args: argparse.Namespace) -> None:
     from rich.table import Table
 
     from selfsup.data import DATASETS
+    from selfsup.data.text import TEXT_DATASETS
     from selfsup.encoders import ENCODERS
     from selfsup.methods import METHODS
 
@@ -312,14 +367,15 @@ def cmd_list(args: argparse.Namespace) -> None:
     console.print(table)
     table = Table(title="encoders", title_justify="left")
     table.add_column("name")
+    table.add_column("modality")
     table.add_column("description")
     for name, enc in ENCODERS.items():
-        table.add_row(name, enc.description)
+        table.add_row(name, enc.modality, enc.description)
     console.print(table)
     table = Table(title="data sets (--data)", title_justify="left")
     table.add_column("name")
     table.add_column("description")
-    for name, text in DATASETS.items():
+    for name, text in {**DATASETS, **TEXT_DATASETS}.items():
         table.add_row(name, text)
     console.print(table)
     table = Table(title="presets (--config)", title_justify="left")
@@ -362,8 +418,48 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-baselines", action="store_true", help="skip the raw-input and random-init baselines"
     )
     p.add_argument("--no-report", action="store_true", help="skip report.html (and its t-SNE map)")
+    p.add_argument(
+        "--finetune",
+        action="store_true",
+        help="also fine-tune the whole encoder with a linear head (and the random-init one): "
+        "the fair test of masked models (MAE, BERT), which probe poorly when frozen",
+    )
+    p.add_argument("--finetune-max-time", help="wall-clock cap per fine-tuning run, e.g. 5m")
     p.add_argument("--out", help="where eval.json and report.html go (default: the run folder)")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser(
+        "generate",
+        help="sample text from a causal language model (clm run), with temperature and top-k",
+    )
+    p.add_argument("run", help="a clm run folder (or its export folder with tokenizer.json)")
+    p.add_argument("--prompt", default="", help="text to continue; empty = from the start")
+    p.add_argument("--max-new-tokens", type=int, default=60)
+    p.add_argument(
+        "--temperature",
+        type=float,
+        default=0.8,
+        help="0 = greedy; 0.7-1 reads naturally; higher is more surprising",
+    )
+    p.add_argument(
+        "--top-k", type=int, default=40, help="sample among the k likeliest tokens (0 = all)"
+    )
+    p.add_argument("--num", type=int, default=3, help="how many samples")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser(
+        "show-masking",
+        help="draw original / masked / reconstruction of a few images for an MAE, SimMIM or "
+        "BEiT run as a PNG",
+    )
+    p.add_argument("run", help="a mae, simmim or beit run folder (its latest checkpoint is used)")
+    p.add_argument("--images", type=int, default=6, help="how many images (rows)")
+    p.add_argument("--data", help="images to show; default: the run's own data set")
+    p.add_argument("--split", choices=["train", "test"], default="test")
+    p.add_argument("--seed", type=int, default=0, help="seed of the masks drawn")
+    p.add_argument("--out", default="masking.png", help="output PNG (default masking.png)")
+    p.set_defaults(func=cmd_show_masking)
 
     p = sub.add_parser("embed", help="write frozen features of a data set to .npy")
     p.add_argument("run")

@@ -26,10 +26,11 @@ Precision = Literal["auto", "32-true", "bf16-mixed", "16-mixed"]
 
 @dataclass
 class DataConfig:
-    """Where the unlabeled images come from and how they are decoded."""
+    """Where the unlabeled samples come from and how they are decoded (images) or tokenized (text)."""
 
     name: str = "digits"
-    """A data spec: ``digits``, ``fashion-mnist[:FOLDER]``, ``folder:PATH`` or ``npz:PATH``."""
+    """A data spec: images ``digits``, ``fashion-mnist[:FOLDER]``, ``folder:PATH``,
+    ``npz:PATH``, ``openclipart``, ``shards:PATH``; text ``fortunes``, ``gcide``, ``text:PATH``."""
     image_size: int | None = None
     """Centre-crop and resize every image to this square size (any source); None keeps the
     source's own size. Folders of mixed sizes need it."""
@@ -38,6 +39,16 @@ class DataConfig:
     num_workers: int = 0
     """Loader worker processes that decode files; 0 is best for in-memory sets (digits,
     fashion-mnist, npz), 2-8 for a folder of JPEG/PNG files."""
+    max_length: int = 128
+    """Text: tokens per sample, [CLS] and [SEP] included; longer texts are cut, shorter
+    ones padded. 128 holds 99% of fortunes; raise it for documents (cost grows as L²)."""
+    tokenizer: str = "wordpiece"
+    """Text: ``wordpiece`` (BERT), ``bpe`` or ``byte-bpe`` (GPT-2; no unknown tokens),
+    trained on the training texts and saved as the run's tokenizer.json; or the path of a
+    tokenizer.json to reuse (e.g. another run's, to compare models on equal tokens)."""
+    vocab_size: int = 8000
+    """Text: vocabulary size when the tokenizer is trained; 8000 suits corpora of a few MB,
+    30000 (BERT) those of a GB."""
 
 
 @dataclass
@@ -65,7 +76,7 @@ class TrainConfig:
     gradient_cache: bool = True
     """Use the gradient cache when the method has one; False forces plain accumulation."""
     grad_checkpointing: bool = False
-    """Recompute the encoder's blocks in the backward pass (the ViT encoders):
+    """Recompute the encoder's blocks in the backward pass (ViT and text Transformer encoders):
     about 30% more compute for a fraction of the activation memory."""
     sync_batchnorm: bool = False
     """Synchronise BatchNorm statistics across processes (GPU runs with > 1 device): the
@@ -107,6 +118,8 @@ class EvalConfig:
     data: str | None = None
     """Labelled data for evaluation; None uses the pretraining data's labels (train/test splits)."""
     protocols: tuple[str, ...] = ("linear", "knn")
+    """``linear`` and ``knn`` probe frozen features; add ``finetune`` to train the whole
+    encoder with a classification head (what masked models like MAE and BERT need)."""
     label_fractions: tuple[float, ...] = (0.01, 0.1, 1.0)
     seeds: tuple[int, ...] = (0, 1, 2)
     knn_k: int = 20
@@ -116,6 +129,16 @@ class EvalConfig:
     max_train: int | None = None
     """Use at most this many labelled training samples (None: all)."""
     batch_size: int = 512
+    finetune_fractions: tuple[float, ...] = (1.0,)
+    """Label fractions fine-tuned (one seed each: fine-tuning is the slow protocol)."""
+    finetune_epochs: int = 10
+    finetune_max_time: str | None = None
+    """Wall-clock cap per fine-tuning run, e.g. 5m; the run then stops early and is scored."""
+    finetune_lr: float = 1e-3
+    """Base AdamW learning rate per 256 samples; MAE fine-tunes ViTs at 1e-3 with layer
+    decay 0.75, BERT at 2e-5 to 5e-5 × batch/32 (about 5e-4 here)."""
+    finetune_layer_decay: float = 0.75
+    """Layer-wise lr decay for ViT/Transformer blocks (1 = off)."""
     report: bool = True
     """Write report.html with curves, the label-efficiency plot and a t-SNE map."""
 

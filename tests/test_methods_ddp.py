@@ -6,17 +6,28 @@ One spawn runs every method in turn, so the cost of starting processes is paid o
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import pytest
 import torch
 from lightning_fabric import Fabric
+from method_setups import (
+    SEQ_LEN,
+    WORDS,
+    cases,
+    image_encoder,
+    text_encoder,
+    text_info,
+    tokenizer,
+)
+from test_methods import ENCODER_PHASE
 
 from selfsup.api import make_config
 from selfsup.data.images import TensorImageDataset
-from selfsup.encoders import build_encoder
+from selfsup.data.text import TextCorpus, TextDataset
 from selfsup.engine import train
-from selfsup.methods import METHODS, DataInfo, build_method, encoder_channels
+from selfsup.methods import DataInfo, build_method
 
 STEPS, BATCH, SIZE = 2, 16, 16
 
@@ -31,14 +42,21 @@ def _encoder_vector(method: torch.nn.Module) -> torch.Tensor:
     return torch.cat([p.detach().flatten() for p in method.encoder.parameters()])
 
 
+def _text_dataset() -> TextDataset:
+    rng = random.Random(0)
+    texts = [" ".join(rng.choices(WORDS, k=rng.randint(2, 12))) for _ in range(4 * BATCH)]
+    corpus = TextCorpus(texts=texts, labels=None, class_names=[], name="random", split="train")
+    return TextDataset(corpus, tokenizer(), SEQ_LEN)
+
+
 def _worker(fabric: Fabric, root: str) -> dict[str, dict[str, float]]:
     results = {}
-    for name in sorted(METHODS):
+    for name, modality in cases():
         cfg = make_config(
             method=name,
             encoder="convnet",
             encoder_args={"width": 8},
-            data="random",
+            data="text:random" if modality == "text" else "random",
             train={
                 "batch_size": BATCH,
                 "max_steps": STEPS,
@@ -48,15 +66,18 @@ def _worker(fabric: Fabric, root: str) -> dict[str, dict[str, float]]:
             },
         )
         torch.manual_seed(0)
-        info = DataInfo(3, SIZE, channels_last=False)
-        channels = encoder_channels(name, info)  # as the API builds it: colorization takes 1
-        encoder = build_encoder("convnet", in_channels=channels, image_size=SIZE, width=8)
+        if modality == "text":
+            info, encoder, dataset = text_info(), text_encoder(name), _text_dataset()
+        else:
+            info = DataInfo(3, SIZE, channels_last=False)
+            encoder, dataset = image_encoder(name, info), _dataset()
         method = build_method(name, {}, encoder, info)
+        ENCODER_PHASE.get(name, lambda method: None)(method)
         before = _encoder_vector(method)
-        result = train(fabric, cfg, method, _dataset(), Path(root) / name)
+        result = train(fabric, cfg, method, dataset, Path(root) / f"{name}-{modality}")
         after = _encoder_vector(method)
         gathered = fabric.all_gather(after)  # (P, n)
-        results[name] = {
+        results[f"{name}-{modality}"] = {
             "steps": float(result.steps),
             "finite": float(all(torch.isfinite(torch.tensor(v)) for v in result.losses.values())),
             "moved": float((after - before).abs().max()),
@@ -69,7 +90,7 @@ def _worker(fabric: Fabric, root: str) -> dict[str, dict[str, float]]:
 def test_every_method_trains_under_two_process_ddp(tmp_path):
     fabric = Fabric(accelerator="cpu", devices=2, strategy="ddp_spawn")
     results = fabric.launch(_worker, str(tmp_path))
-    assert sorted(results) == sorted(METHODS)
+    assert sorted(results) == sorted(f"{n}-{m}" for n, m in cases())
     for name, r in results.items():
         assert r["steps"] == STEPS, name
         assert r["finite"] == 1.0, name

@@ -1,72 +1,27 @@
 """Vision Transformer (Dosovitskiy et al. 2021) with MAE-style patch dropping.
 
-Pre-LN blocks, learned position embeddings and a CLS token, as in DINO and MAE.
-``forward_tokens(x, mask)`` drops hidden patches before the blocks, so an MAE encoder
-only pays for the visible 25%. Inputs of another size than ``image_size`` (DINO's
-local crops) get bicubically interpolated position embeddings.
+Pre-LN blocks (shared with the text Transformer), learned position embeddings and a CLS
+token, as in DINO and MAE. ``forward_tokens(x, mask)`` drops hidden patches before the
+blocks, so an MAE encoder only pays for the visible 25%; ``keep_masked=True`` instead
+swaps them for a learned mask token (SimMIM, BEiT, data2vec). Inputs of another size than
+``image_size`` (DINO's local crops) get bicubically interpolated position embeddings.
 """
 
 from __future__ import annotations
 
-import math
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from selfsup.encoders.transformer import Attention, Block, check_mask, drop_hidden
 from selfsup.errors import SelfsupError
 
+__all__ = ["Attention", "Block", "PoolKind", "VisionTransformer"]
+
 PoolKind = Literal["cls", "mean"]
-
-
-class Attention(nn.Module):
-    """Multi-head self-attention: (B, N, D) -> (B, N, D), through SDPA unless weights are asked."""
-
-    def __init__(self, dim: int, num_heads: int) -> None:
-        super().__init__()
-        self.num_heads = num_heads
-        self.head_dim = dim // num_heads
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
-
-    def _split_heads(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """(B, N, D) -> q, k, v, each (B, heads, N, D/heads)."""
-        B, N, _ = x.shape
-        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim)  # (B, N, 3, h, d)
-        qkv = qkv.permute(2, 0, 3, 1, 4)  # (3, B, h, N, d)
-        return qkv[0], qkv[1], qkv[2]
-
-    def forward(self, x: Tensor) -> Tensor:
-        """(B, N, D) -> (B, N, D)."""
-        B, N, D = x.shape
-        q, k, v = self._split_heads(x)
-        out = F.scaled_dot_product_attention(q, k, v)  # (B, h, N, d)
-        return self.proj(out.transpose(1, 2).reshape(B, N, D))
-
-    def attention_weights(self, x: Tensor) -> Tensor:
-        """(B, N, D) -> (B, heads, N, N) softmax attention, computed explicitly in float32."""
-        q, k, _ = self._split_heads(x)
-        scores = q.float() @ k.float().transpose(-2, -1) / math.sqrt(self.head_dim)
-        return scores.softmax(dim=-1)  # (B, h, N, N)
-
-
-class Block(nn.Module):
-    """Pre-LN transformer block: x + attn(LN(x)), then x + MLP(LN(x)); (B, N, D) -> (B, N, D)."""
-
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float) -> None:
-        super().__init__()
-        hidden = int(dim * mlp_ratio)
-        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
-        self.attn = Attention(dim, num_heads)
-        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
-
-    def forward(self, x: Tensor) -> Tensor:
-        """(B, N, D) -> (B, N, D)."""
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
 
 
 class VisionTransformer(nn.Module):
@@ -84,6 +39,11 @@ class VisionTransformer(nn.Module):
             "mean" averages the normalised patch tokens (often better for MAE features).
         grad_checkpointing: recompute blocks in the backward pass while training; saves
             activation memory for long sequences at about 30% more compute.
+
+    ``mask_token`` (D,) is the learned embedding of a hidden patch for
+    ``forward_tokens(x, mask, keep_masked=True)``. It starts at zero, so a seeded ViT draws
+    the same weights as before the mask token existed, and state dicts saved without it
+    still load (it keeps its current value).
     """
 
     def __init__(
@@ -121,6 +81,7 @@ class VisionTransformer(nn.Module):
 
         self.patch_embed = nn.Conv2d(in_channels, embed_dim, patch_size, stride=patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.mask_token = nn.Parameter(torch.zeros(embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.num_patches, embed_dim))
         self.blocks = nn.ModuleList(Block(embed_dim, num_heads, mlp_ratio) for _ in range(depth))
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
@@ -131,6 +92,7 @@ class VisionTransformer(nn.Module):
         nn.init.trunc_normal_(self.pos_embed, std=0.02, a=-0.04, b=0.04)
         nn.init.trunc_normal_(self.cls_token, std=0.02, a=-0.04, b=0.04)
         nn.init.xavier_uniform_(self.patch_embed.weight.view(self.embed_dim, -1))
+        assert self.patch_embed.bias is not None
         nn.init.zeros_(self.patch_embed.bias)
         for module in self.blocks.modules():
             if isinstance(module, nn.Linear):
@@ -148,8 +110,8 @@ class VisionTransformer(nn.Module):
         patch_pos = grid.flatten(2).transpose(1, 2)  # (1, grid_h·grid_w, D)
         return torch.cat([cls_pos, patch_pos], dim=1)
 
-    def _embed(self, x: Tensor, mask: Tensor | None) -> Tensor:
-        """(B, C, H, W) -> (B, 1 + N_visible, D): patches, positions, patch dropping, CLS."""
+    def _embed(self, x: Tensor, mask: Tensor | None, keep_masked: bool = False) -> Tensor:
+        """(B, C, H, W) -> (B, 1 + N', D): patches, mask tokens or dropping, positions, CLS."""
         if x.ndim != 4 or x.shape[2] % self.patch_size or x.shape[3] % self.patch_size:
             raise SelfsupError(
                 f"ViT input of shape {tuple(x.shape)} does not split into "
@@ -160,27 +122,38 @@ class VisionTransformer(nn.Module):
         grid_h, grid_w = x.shape[2] // self.patch_size, x.shape[3] // self.patch_size
         pos = self._position_embedding(grid_h, grid_w)  # (1, 1 + N, D)
         tokens = self.patch_embed(x).flatten(2).transpose(1, 2)  # (B, N, D)
+        N = tokens.shape[1]
+        swap = check_mask(mask, B, N) if mask is not None and keep_masked else None
+        if swap is None:  # nothing swapped; kept in the graph so DDP sees every parameter used
+            swap = torch.zeros(B, N, dtype=torch.bool, device=tokens.device)
+        tokens = torch.where(swap[..., None], self.mask_token.to(tokens.dtype), tokens)
         tokens = tokens + pos[:, 1:]
-        if mask is not None:
-            tokens = _drop_hidden(tokens, mask)  # (B, N_visible, D)
+        if mask is not None and not keep_masked:
+            tokens = drop_hidden(tokens, mask)  # (B, N_visible, D)
         cls = (self.cls_token + pos[:, :1]).expand(B, -1, -1)  # (B, 1, D)
-        return torch.cat([cls, tokens], dim=1)  # (B, 1 + N_visible, D)
+        return torch.cat([cls, tokens], dim=1)  # (B, 1 + N', D)
 
-    def _run_block(self, block: Block, x: Tensor) -> Tensor:
+    def _run_block(self, block: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
+        """-> (block output, its feed-forward branch), recomputed in backward if asked."""
+        assert isinstance(block, Block)
         if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-            return checkpoint(block, x, use_reentrant=False)
-        return block(x)
+            return checkpoint(block.forward_with_ffn, x, use_reentrant=False)
+        return block.forward_with_ffn(x)
 
-    def forward_tokens(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        """(B, C, H, W) -> (B, 1 + N_visible, D) normalised tokens, CLS first.
+    def forward_tokens(
+        self, x: Tensor, mask: Tensor | None = None, keep_masked: bool = False
+    ) -> Tensor:
+        """(B, C, H, W) -> (B, 1 + N', D) normalised tokens, CLS first.
 
-        ``mask`` is an optional bool (B, N) tensor, True = patch hidden. Hidden patches
-        are dropped before the blocks (MAE), every row must hide the same number, and
-        the visible patches keep their original order.
+        ``mask`` is an optional bool (B, N) tensor, True = patch hidden. By default hidden
+        patches are dropped before the blocks (MAE): N' = N_visible, every row must hide
+        the same number, and the visible patches keep their original order. With
+        ``keep_masked`` the hidden patches' embeddings become ``mask_token`` before the
+        positions are added (SimMIM, BEiT, data2vec): N' = N, any count per row.
         """
-        tokens = self._embed(x, mask)
+        tokens = self._embed(x, mask, keep_masked)
         for block in self.blocks:
-            tokens = self._run_block(block, tokens)
+            tokens, _ = self._run_block(block, tokens)
         return self.norm(tokens)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -189,6 +162,30 @@ class VisionTransformer(nn.Module):
         if self.pool == "cls":
             return tokens[:, 0]
         return tokens[:, 1:].mean(dim=1)
+
+    def forward_layers(self, x: Tensor, mask: Tensor | None = None) -> list[Tensor]:
+        """(B, C, H, W) -> one (B, 1 + N, D) tensor per block, CLS first: data2vec's targets.
+
+        Block l gives its feed-forward branch before the last residual connection,
+        MLP(LN(x + a)), not its output x + a + f: data2vec (Baevski et al. 2022, its
+        BEiT-based vision model's ``fc_feature``) takes this, un-normalised, and
+        instance-normalises and averages the top K itself. ``mask`` swaps hidden patches
+        for ``mask_token`` as ``forward_tokens(..., keep_masked=True)``.
+        """
+        tokens = self._embed(x, mask, keep_masked=True)
+        layers = []
+        for block in self.blocks:
+            tokens, ffn = self._run_block(block, tokens)
+            layers.append(ffn)
+        return layers
+
+    def _load_from_state_dict(
+        self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any
+    ) -> None:
+        # Encoders exported before the mask token existed lack it: keep the current one,
+        # so old exports and checkpoints load, strict or not.
+        state_dict.setdefault(prefix + "mask_token", self.mask_token.detach().clone())
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def get_last_attention(self, x: Tensor) -> Tensor:
         """(B, C, H, W) -> (B, heads, 1 + N, 1 + N) softmax weights of the last block.
@@ -202,25 +199,6 @@ class VisionTransformer(nn.Module):
         last = self.blocks[-1]
         assert isinstance(last, Block)
         return last.attn.attention_weights(last.norm1(tokens))
-
-
-def _drop_hidden(tokens: Tensor, mask: Tensor) -> Tensor:
-    """Keep the visible tokens: (B, N, D) with bool mask (B, N), True = hidden -> (B, N_visible, D)."""
-    B, N, D = tokens.shape
-    if mask.dtype != torch.bool or tuple(mask.shape) != (B, N):
-        raise SelfsupError(
-            f"mask must be a bool tensor of shape (B, N) = ({B}, {N}) with True = hidden, "
-            f"got {mask.dtype} of shape {tuple(mask.shape)}"
-        )
-    hidden = mask.sum(dim=1)
-    if bool((hidden != hidden[0]).any()):
-        raise SelfsupError(
-            "every row of the mask must hide the same number of patches, got "
-            f"{sorted(set(hidden.tolist()))}: sample a fixed count per image (MAE hides 75%)"
-        )
-    n_visible = N - int(hidden[0])
-    # Boolean indexing walks rows in order and keeps each row's patches in order.
-    return tokens[~mask].reshape(B, n_visible, D)  # (B, N_visible, D)
 
 
 def _divisors_hint(size: int) -> str:

@@ -92,10 +92,11 @@ def _batches(
     """Batches of one epoch in the sampler's order. In-memory sources are sliced as whole
     tensors; file sources go through a DataLoader whose workers decode."""
     if getattr(dataset, "in_memory", False):
-        images = dataset.as_tensor()
+        inputs = dataset.as_tensor()  # uint8 (N, C, H, W) images or int64 (N, L) tokens
+        key = getattr(dataset, "input_key", "image")
         indices = torch.tensor(list(iter(sampler)), dtype=torch.long)
         for start in range(0, len(indices) - batch_size + 1, batch_size):
-            yield {"image": images[indices[start : start + batch_size]]}
+            yield {key: inputs[indices[start : start + batch_size]]}
         return
     from selfsup.data import make_loader
 

@@ -1,7 +1,10 @@
 """Evaluation as pure functions over frozen features: kNN, linear probe, collapse
-metrics, the label-efficiency protocol and the HTML report."""
+metrics, the label-efficiency protocol and the HTML report; fine-tuning, the TF-IDF
+baseline, perplexity and sampling for masked and language models."""
 
 from selfsup.evaluate.collapse import effective_rank, embedding_std
+from selfsup.evaluate.finetune import finetune, finetune_param_groups, image_finetune_augment
+from selfsup.evaluate.generate import generate
 from selfsup.evaluate.knn import knn_accuracy, knn_predict
 from selfsup.evaluate.linear import fit_linear_classifier, linear_probe
 from selfsup.evaluate.protocol import (
@@ -13,6 +16,12 @@ from selfsup.evaluate.protocol import (
     write_eval_json,
 )
 from selfsup.evaluate.report import read_metrics_csv, write_report
+from selfsup.evaluate.text import (
+    perplexity,
+    tfidf_features,
+    tfidf_label_efficiency,
+    tfidf_logistic_regression,
+)
 
 __all__ = [
     "FeatureSet",
@@ -20,13 +29,21 @@ __all__ = [
     "effective_rank",
     "embedding_std",
     "evaluate_features",
+    "finetune",
+    "finetune_param_groups",
+    "generate",
+    "image_finetune_augment",
     "fit_linear_classifier",
     "knn_accuracy",
     "knn_predict",
     "linear_probe",
+    "perplexity",
     "read_eval_json",
     "read_metrics_csv",
     "rows_table",
+    "tfidf_features",
+    "tfidf_label_efficiency",
+    "tfidf_logistic_regression",
     "write_eval_json",
     "write_report",
 ]

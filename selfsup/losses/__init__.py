@@ -2,10 +2,14 @@
 
 from selfsup.losses.barlow import BarlowTwinsLoss
 from selfsup.losses.byol import BYOLLoss
+from selfsup.losses.data2vec import Data2VecLoss, data2vec_targets
 from selfsup.losses.dino import DINOLoss
 from selfsup.losses.infonce import InfoNCELoss, KeyQueue
+from selfsup.losses.mae import MAELoss, patchify, unpatchify
+from selfsup.losses.mlm import MaskedTokenLoss, causal_lm_loss
 from selfsup.losses.mocov3 import MoCoV3Loss
 from selfsup.losses.ntxent import NTXentLoss
+from selfsup.losses.simmim import SimMIMLoss
 from selfsup.losses.simsiam import SimSiamLoss
 from selfsup.losses.vicreg import VICRegLoss
 
@@ -13,10 +17,18 @@ __all__ = [
     "BarlowTwinsLoss",
     "BYOLLoss",
     "DINOLoss",
+    "Data2VecLoss",
     "InfoNCELoss",
     "KeyQueue",
+    "MAELoss",
+    "MaskedTokenLoss",
     "MoCoV3Loss",
     "NTXentLoss",
+    "SimMIMLoss",
     "SimSiamLoss",
     "VICRegLoss",
+    "causal_lm_loss",
+    "data2vec_targets",
+    "patchify",
+    "unpatchify",
 ]

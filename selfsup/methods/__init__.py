@@ -16,16 +16,22 @@ from torch import nn
 from selfsup.config import from_dict
 from selfsup.errors import SelfsupError
 from selfsup.methods.barlow import BarlowTwins, BarlowTwinsConfig
+from selfsup.methods.beit import BEiT, BEiTConfig
 from selfsup.methods.byol import BYOL, BYOLConfig
+from selfsup.methods.clm import CLM, CLMConfig
 from selfsup.methods.colorization import Colorization, ColorizationConfig
 from selfsup.methods.colorization import encoder_channels as lightness_channels
+from selfsup.methods.data2vec import Data2Vec, Data2VecConfig
 from selfsup.methods.dino import DINO, DINOConfig
 from selfsup.methods.jigsaw import Jigsaw, JigsawConfig
+from selfsup.methods.mae import MAE, MAEConfig
+from selfsup.methods.mlm import MLM, MLMConfig
 from selfsup.methods.moco import MoCoV2, MoCoV2Config
 from selfsup.methods.mocov3 import MoCoV3, MoCoV3Config
 from selfsup.methods.protocol import DataInfo, Method
 from selfsup.methods.rotation import RotationConfig, RotationPrediction
 from selfsup.methods.simclr import SimCLR, SimCLRConfig
+from selfsup.methods.simmim import SimMIM, SimMIMConfig
 from selfsup.methods.simsiam import SimSiam, SimSiamConfig
 from selfsup.methods.vicreg import VICReg, VICRegConfig
 
@@ -37,6 +43,7 @@ class MethodSpec:
     description: str
     paper: str
     modality: str = "image"
+    """The data it learns from: "image", "text", or "any" (data2vec)."""
     needs_color: bool = False
     """The method only works on colour (3-channel) images and rejects grayscale data."""
     encoder_channels: Callable[[DataInfo], int] | None = None
@@ -112,6 +119,51 @@ METHODS: dict[str, MethodSpec] = {
         "Zhang et al. 2016, arXiv:1603.08511",
         needs_color=True,
         encoder_channels=lightness_channels,
+    ),
+    "mae": MethodSpec(
+        MAEConfig,
+        MAE,
+        "masked image modelling: ViT encodes the visible 25% of patches, a light decoder "
+        "reconstructs the rest (per-patch-normalised pixels)",
+        "He et al. 2022, arXiv:2111.06377",
+    ),
+    "simmim": MethodSpec(
+        SimMIMConfig,
+        SimMIM,
+        "masked image modelling: mask tokens for 60% of the patches, linear head regresses "
+        "their raw pixels (L1)",
+        "Xie et al. 2022, arXiv:2111.09886",
+    ),
+    "beit": MethodSpec(
+        BEiTConfig,
+        BEiT,
+        "masked image modelling: predict the visual tokens of ~40% block-masked patches; the "
+        "VQ-VAE tokenizer is trained first in the same run (first 20% of steps), then frozen",
+        "Bao et al. 2022, arXiv:2106.08254",
+    ),
+    "mlm": MethodSpec(
+        MLMConfig,
+        MLM,
+        "masked language modelling (BERT): predict 15% selected tokens (80% [MASK], 10% random, "
+        "10% kept); dynamic masks, optional whole-word masking",
+        "Devlin et al. 2019, arXiv:1810.04805",
+        modality="text",
+    ),
+    "clm": MethodSpec(
+        CLMConfig,
+        CLM,
+        "causal language modelling (GPT): predict each next token; tied output layer; "
+        "`selfsup generate` samples text",
+        "Radford et al. 2018/2019 (GPT, GPT-2)",
+        modality="text",
+    ),
+    "data2vec": MethodSpec(
+        Data2VecConfig,
+        Data2Vec,
+        "masked prediction of an EMA teacher's averaged top-K layer outputs; images (block "
+        "masks) and text (BERT masks) alike",
+        "Baevski et al. 2022, arXiv:2202.03555",
+        modality="any",
     ),
 }
 

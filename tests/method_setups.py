@@ -1,0 +1,90 @@
+"""Tiny encoders, data info and batches for any registered method, shared by the method tests.
+
+Image methods get the 8-wide ConvNet, masked-image methods (and data2vec on images) a 2-block
+ViT, text methods (and data2vec on text) a 2-block Transformer over a small WordPiece
+vocabulary trained on a generated corpus.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+
+import torch
+from torch import nn
+
+from selfsup.data.tokenizer import encode_batch, train_tokenizer
+from selfsup.encoders import build_encoder
+from selfsup.methods import METHODS, DataInfo, encoder_channels
+
+VIT_METHODS = {"mae", "simmim", "beit", "data2vec"}
+"""Image methods that need a ViT (patch tokens, a mask token)."""
+
+WORDS = (
+    "the cat sat on a mat while dogs ran through green fields and birds sang "
+    "about rivers mountains stars cooking bread reading books writing letters"
+).split()
+SEQ_LEN = 16
+
+
+def cases() -> list[tuple[str, str]]:
+    """(method, modality) for every registered method and every modality it accepts."""
+    out = []
+    for name, spec in sorted(METHODS.items()):
+        modalities = ("image", "text") if spec.modality == "any" else (spec.modality,)
+        out += [(name, m) for m in modalities]
+    return out
+
+
+@functools.cache
+def tokenizer():
+    rng = random.Random(0)
+    corpus = [" ".join(rng.choices(WORDS, k=rng.randint(3, 12))) for _ in range(300)]
+    return train_tokenizer(corpus, "wordpiece", vocab_size=120, min_frequency=1)
+
+
+def text_batch(size: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    rng = random.Random(seed)
+    texts = [" ".join(rng.choices(WORDS, k=rng.randint(2, 12))) for _ in range(size)]
+    return {"tokens": encode_batch(tokenizer(), texts, SEQ_LEN)}
+
+
+def text_info() -> DataInfo:
+    tok = tokenizer()
+    return DataInfo(
+        modality="text", vocab_size=tok.get_vocab_size(), max_length=SEQ_LEN, tokenizer=tok
+    )
+
+
+def text_encoder(name: str) -> nn.Module:
+    info = text_info()
+    return build_encoder(
+        "gpt-tiny" if name == "clm" else "transformer-tiny",
+        vocab_size=info.vocab_size,
+        max_length=SEQ_LEN,
+        depth=2,
+        embed_dim=32,
+        num_heads=2,
+        dropout=0.0,
+    )
+
+
+def image_encoder(name: str, info: DataInfo) -> nn.Module:
+    channels = encoder_channels(name, info)  # what the API builds: colorization takes 1
+    if name in VIT_METHODS:
+        return build_encoder(
+            "vit-tiny",
+            in_channels=channels,
+            image_size=info.image_size,
+            patch_size=2,
+            depth=2,
+            embed_dim=32,
+            num_heads=2,
+        )
+    return build_encoder("convnet", in_channels=channels, image_size=info.image_size, width=8)
+
+
+def image_batch(size: int, channels: int, side: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (size, channels, side, side), generator=g, dtype=torch.uint8)
+    return {"image": images}

@@ -1,0 +1,371 @@
+"""Fine-tuning: it learns what frozen features cannot, leaves the caller's encoder alone,
+applies layer-wise lr decay exactly, stops on time and repeats with its seed."""
+
+import pytest
+import torch
+from torch import nn
+
+from selfsup.encoders.transformer import TextTransformer
+from selfsup.encoders.vit import VisionTransformer
+from selfsup.engine.optim import cosine_lr
+from selfsup.errors import SelfsupError
+from selfsup.evaluate.finetune import (
+    finetune,
+    finetune_param_groups,
+    image_finetune_augment,
+    layer_ids,
+)
+from selfsup.evaluate.linear import linear_probe
+from selfsup.views import prepare
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These models are tiny: on a busy 2-core machine a second thread makes them ~10× slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+class MLP(nn.Module):
+    """A tiny encoder without blocks: 32 -> 64 -> embed_dim."""
+
+    def __init__(self, embed_dim: int = 4, seed: int = 0) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.embed_dim = embed_dim
+        self.net = nn.Sequential(nn.Linear(32, 64), nn.GELU(), nn.Linear(64, embed_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def quadrant_task(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """x ~ N(0, I_32); the class is the quadrant of (x·w1, x·w2) for two fixed directions,
+    which a random 4-d projection mostly loses."""
+    w = torch.randn(2, 32, generator=torch.Generator().manual_seed(99))
+    x = torch.randn(n, 32, generator=torch.Generator().manual_seed(seed))
+    s = x @ w.T  # (n, 2)
+    return x, (s[:, 0] > 0).long() + 2 * (s[:, 1] > 0).long()
+
+
+def stripes(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 (n, 1, 8, 8) noisy stripes 2 px wide at a random phase: horizontal (class 0) or
+    vertical (class 1), a pattern that survives flips and crops of half the area."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 2
+    phase = torch.randint(0, 4, (n, 1, 1), generator=g)
+    r = torch.arange(8)
+    horizontal = ((r[None, :, None] + phase) // 2 % 2).expand(n, 8, 8)
+    vertical = ((r[None, None, :] + phase) // 2 % 2).expand(n, 8, 8)
+    pattern = torch.where(y[:, None, None].bool(), vertical, horizontal)
+    noise = torch.randint(0, 100, (n, 8, 8), generator=g)
+    return (60 + 100 * pattern + noise).to(torch.uint8)[:, None], y
+
+
+def tiny_vit(depth: int = 2) -> VisionTransformer:
+    torch.manual_seed(0)
+    return VisionTransformer(
+        in_channels=1, image_size=8, patch_size=4, embed_dim=32, depth=depth, num_heads=2
+    )
+
+
+def no_channels_last(x: torch.Tensor) -> torch.Tensor:
+    return prepare(x, channels_last=False)
+
+
+def test_finetuning_learns_what_frozen_random_features_miss():
+    train_x, train_y = quadrant_task(2000, seed=0)
+    test_x, test_y = quadrant_task(1000, seed=1)
+    encoder = MLP()
+    with torch.no_grad():
+        frozen = linear_probe(encoder(train_x), train_y, encoder(test_x), test_y)["accuracy"]
+    result = finetune(encoder, train_x, train_y, test_x, test_y, epochs=10, batch_size=64, lr=1e-2)
+    assert frozen < 0.6
+    assert result["accuracy"] > 0.85
+    assert result["steps"] == 10 * (2000 // 64) and result["epochs"] == 10.0
+    assert result["lr"] == pytest.approx(1e-2 * 64 / 256)
+    assert not result["stopped_early"] and result["num_test"] == 1000
+
+
+def test_vit_on_images_with_prepare_and_augment():
+    train_x, train_y = stripes(256, seed=0)
+    test_x, test_y = stripes(200, seed=1)
+    result = finetune(
+        tiny_vit(),
+        train_x,
+        train_y,
+        test_x,
+        test_y,
+        prepare=no_channels_last,
+        augment=image_finetune_augment,
+        epochs=12,
+        batch_size=32,
+        lr=3e-2,
+    )
+    assert result["accuracy"] > 0.9
+
+
+def test_caller_encoder_is_never_modified():
+    encoder = tiny_vit()
+    encoder.blocks[0].requires_grad_(False)  # a caller's frozen block stays frozen
+    encoder.train()
+    before = {k: v.clone() for k, v in encoder.state_dict().items()}
+    flags = {n: p.requires_grad for n, p in encoder.named_parameters()}
+    rng = torch.get_rng_state()
+    train_x, train_y = stripes(64, seed=0)
+    out = finetune(
+        encoder,
+        train_x,
+        train_y,
+        train_x,
+        train_y,
+        prepare=no_channels_last,
+        augment=image_finetune_augment,
+        epochs=2,
+        batch_size=32,
+        return_model=True,
+    )
+    after = encoder.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert flags == {n: p.requires_grad for n, p in encoder.named_parameters()}
+    assert encoder.training
+    assert torch.equal(rng, torch.get_rng_state())  # the run's seeding is forked off
+    trained = out["encoder"]
+    assert trained is not encoder
+    assert not torch.equal(trained.blocks[0].mlp[0].weight, encoder.blocks[0].mlp[0].weight)
+
+
+def test_layer_ids_and_group_scales_follow_mae():
+    encoder, head = tiny_vit(depth=3), nn.Linear(32, 5)
+    ids = layer_ids(encoder)
+    assert ids is not None
+    for name, layer in ids.items():
+        if name.startswith(("cls_token", "mask_token", "pos_embed", "patch_embed")):
+            assert layer == 0, name
+        elif name.startswith("blocks."):
+            assert layer == int(name.split(".")[1]) + 1, name
+        else:
+            assert name.startswith("norm.") and layer == 4, name
+    groups = finetune_param_groups(encoder, head, weight_decay=0.05, layer_decay=0.5)
+    params = dict(encoder.named_parameters()) | {f"head.{n}": p for n, p in head.named_parameters()}
+    seen = []
+    for group in groups:
+        for name, p in zip(group["param_names"], group["params"], strict=True):
+            assert p is params[name]
+            layer = 4 if name.startswith("head.") else ids[name]
+            assert group["lr_scale"] == pytest.approx(0.5 ** (4 - layer)), name
+            assert group["weight_decay"] == (0.05 if p.ndim > 1 else 0.0), name
+            seen.append(name)
+    assert sorted(seen) == sorted(params)
+    assert min(g["lr_scale"] for g in groups) == pytest.approx(0.5**4)  # embeddings
+
+
+def test_text_transformer_layers_and_finetuning():
+    """Token inputs need no prepare; the embeddings are layer 0, the final norm the top."""
+    torch.manual_seed(0)
+    encoder = TextTransformer(
+        vocab_size=24, max_length=12, embed_dim=32, depth=2, num_heads=2, dropout=0.0
+    )
+    ids = layer_ids(encoder)
+    assert ids is not None
+    assert ids["token_embed.weight"] == ids["pos_embed"] == ids["mask_token"] == 0
+    assert ids["blocks.1.mlp.0.weight"] == 2 and ids["norm.weight"] == 3
+
+    def marked(n, seed):  # class c: token 3 + c hidden among random tokens 5..23
+        g = torch.Generator().manual_seed(seed)
+        tokens = torch.randint(5, 24, (n, 12), generator=g)
+        y = torch.arange(n) % 2
+        tokens[torch.arange(n), torch.randint(0, 12, (n,), generator=g)] = 3 + y
+        return tokens, y
+
+    train_x, train_y = marked(256, seed=0)
+    test_x, test_y = marked(200, seed=1)
+    result = finetune(encoder, train_x, train_y, test_x, test_y, epochs=10, batch_size=32, lr=3e-2)
+    assert result["accuracy"] > 0.9
+
+
+def test_encoder_without_blocks_gets_plain_adamw_groups():
+    groups = finetune_param_groups(MLP(), nn.Linear(4, 3), weight_decay=0.1, layer_decay=0.75)
+    assert all(g["lr_scale"] == 1.0 for g in groups)
+    assert [g["weight_decay"] for g in groups] == [0.0, 0.1]
+    no_decay = groups[0]["param_names"]
+    assert sorted(no_decay) == ["head.bias", "net.0.bias", "net.2.bias"]
+    vit_groups = finetune_param_groups(
+        tiny_vit(), nn.Linear(32, 2), weight_decay=0.1, layer_decay=None
+    )
+    assert all(g["lr_scale"] == 1.0 for g in vit_groups)
+
+
+def test_optimizer_lr_of_every_group_each_step(monkeypatch):
+    """The AdamW run sees peak_lr(t) × 0.5^(depth + 1 - layer) in every group at every step."""
+    recorded = []
+
+    class Recording(torch.optim.AdamW):
+        def step(self, closure=None):
+            recorded.append([(g["param_names"], g["lr"]) for g in self.param_groups])
+            return super().step(closure)
+
+    monkeypatch.setattr(torch.optim, "AdamW", Recording)
+    train_x, train_y = stripes(64, seed=0)
+    encoder = tiny_vit(depth=2)
+    ids = layer_ids(encoder)
+    result = finetune(
+        encoder,
+        train_x,
+        train_y,
+        train_x,
+        train_y,
+        prepare=no_channels_last,
+        epochs=3,
+        batch_size=16,
+        lr=2e-3,
+        layer_decay=0.5,
+        warmup_fraction=0.25,
+    )
+    total, peak = 3 * 4, 2e-3 * 16 / 256
+    assert len(recorded) == result["steps"] == total
+    names_seen = set()
+    for step, groups in enumerate(recorded):
+        base = cosine_lr(step, total, peak, warmup_steps=3)
+        for names, lr in groups:
+            layer = 3 if names[0].startswith("head.") else ids[names[0]]
+            assert all((3 if n.startswith("head.") else ids[n]) == layer for n in names)
+            assert lr == pytest.approx(base * 0.5 ** (3 - layer), rel=1e-9)
+            names_seen.update(names)
+    assert len(names_seen) == len(ids) + 2
+
+
+def test_layer_decay_slows_the_embeddings():
+    train_x, train_y = stripes(64, seed=0)
+    start = tiny_vit(depth=1)
+
+    def moved(layer_decay):
+        out = finetune(
+            start,
+            train_x,
+            train_y,
+            train_x,
+            train_y,
+            prepare=no_channels_last,
+            epochs=2,
+            batch_size=16,
+            lr=1e-2,
+            weight_decay=0.0,
+            layer_decay=layer_decay,
+            return_model=True,
+        )
+        delta = out["encoder"].patch_embed.weight - start.patch_embed.weight
+        return float(delta.detach().abs().max())
+
+    # scale 1e-3² = 1e-6 on the embeddings: AdamW steps of lr·1e-6 barely move them
+    assert moved(1e-3) < 1e-3 * moved(None)
+
+
+def test_max_time_stops_early_and_still_evaluates():
+    train_x, train_y = quadrant_task(512, seed=0)
+    test_x, test_y = quadrant_task(256, seed=1)
+    result = finetune(
+        MLP(), train_x, train_y, test_x, test_y, epochs=100000, batch_size=64, max_time=0.3
+    )
+    assert result["stopped_early"]
+    assert 1 <= result["steps"] < 100000 * 8
+    assert result["epochs"] == pytest.approx(result["steps"] / 8)
+    assert 0.0 <= result["accuracy"] <= 1.0
+    assert result["seconds"] < 10
+    once = finetune(MLP(), train_x, train_y, test_x, test_y, epochs=5, max_time=0.0)
+    assert once["steps"] == 1 and once["stopped_early"]
+
+
+def test_same_seed_same_result_other_seed_differs():
+    train_x, train_y = stripes(96, seed=0)
+    test_x, test_y = stripes(64, seed=1)
+
+    encoder = tiny_vit()
+
+    def run(seed, caller_seed):
+        torch.manual_seed(caller_seed)  # the run seeds its own RNG, whatever the caller's state
+        return finetune(
+            encoder,
+            train_x,
+            train_y,
+            test_x,
+            test_y,
+            prepare=no_channels_last,
+            augment=image_finetune_augment,
+            epochs=2,
+            batch_size=32,
+            seed=seed,
+            return_model=True,
+        )
+
+    a, b, c = run(0, caller_seed=1), run(0, caller_seed=2), run(1, caller_seed=1)
+    assert a["accuracy"] == b["accuracy"] and a["train_loss"] == b["train_loss"]
+    for p, q in zip(a["encoder"].parameters(), b["encoder"].parameters(), strict=True):
+        assert torch.equal(p, q)
+    assert torch.equal(a["head"].weight, b["head"].weight)
+    assert a["train_loss"] != c["train_loss"]
+
+
+def test_small_training_set_is_one_batch():
+    train_x, train_y = quadrant_task(40, seed=0)
+    result = finetune(MLP(), train_x, train_y, train_x, train_y, epochs=3, batch_size=128)
+    assert result["steps"] == 3 and result["lr"] == pytest.approx(1e-3 * 40 / 256)
+
+
+def test_augment_identity_mirror_and_zoom_are_exact():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 2, 6, 10, generator=g)
+    whole = (10 / 6, 10 / 6)  # the image's own width / height
+    same = image_finetune_augment(x, scale=(1, 1), ratio=whole, flip_p=0.0)
+    assert torch.allclose(same, x, atol=1e-5)
+    mirror = image_finetune_augment(x, scale=(1, 1), ratio=whole, flip_p=1.0)
+    assert torch.allclose(mirror, x.flip(-1), atol=1e-5)
+    # a crop of a quarter of the area of a linear ramp is a ramp of half the slope
+    ramp = torch.arange(16.0).expand(4, 1, 16, 16).contiguous()
+    zoom = image_finetune_augment(
+        ramp, scale=(0.25, 0.25), ratio=(1, 1), flip_p=0.0, generator=g.manual_seed(3)
+    )
+    assert torch.allclose(zoom.diff(dim=-1), torch.full_like(zoom.diff(dim=-1), 0.5), atol=1e-3)
+    assert torch.allclose(zoom.diff(dim=-2), torch.zeros_like(zoom.diff(dim=-2)), atol=1e-3)
+    # the 8-px-wide window's left edge lies in [0, 8] px; output pixels are 0.5 px wide,
+    # so the first samples the ramp 0.25 px right of that edge, i.e. at value edge - 0.25
+    starts = zoom[:, 0, 0, 0] + 0.25
+    assert (starts >= -1e-3).all() and (starts <= 8 + 1e-3).all()
+    assert starts.unique().numel() == 4
+
+
+def test_augment_is_batched_random_in_range_and_seedable():
+    x = torch.rand(64, 3, 12, 12)
+    a = image_finetune_augment(x, generator=torch.Generator().manual_seed(1))
+    b = image_finetune_augment(x, generator=torch.Generator().manual_seed(1))
+    c = image_finetune_augment(x, generator=torch.Generator().manual_seed(2))
+    assert a.shape == x.shape and a.dtype == x.dtype
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert a.min() >= x.min() - 1e-6 and a.max() <= x.max() + 1e-6
+    assert not torch.allclose(a, x)
+    with pytest.raises(SelfsupError, match="prepare"):
+        image_finetune_augment(torch.zeros(2, 1, 8, 8, dtype=torch.uint8))
+
+
+def test_bad_inputs_raise_advice():
+    x, y = quadrant_task(32, seed=0)
+    with pytest.raises(SelfsupError, match="embed_dim"):
+        finetune(nn.Linear(32, 4), x, y, x, y)
+    with pytest.raises(SelfsupError, match="prepare"):
+        images, labels = stripes(8, seed=0)
+        finetune(tiny_vit(), images, labels, images, labels)
+    with pytest.raises(SelfsupError, match="one label per row"):
+        finetune(MLP(), x, y[:-1], x, y)
+    with pytest.raises(SelfsupError, match="num_classes"):
+        finetune(MLP(), x, y, x, y, num_classes=2)
+    with pytest.raises(SelfsupError, match="layer_decay"):
+        finetune(MLP(), x, y, x, y, layer_decay=1.5)
+
+    class Tokens(MLP):
+        def forward(self, x):
+            return super().forward(x)[:, None].expand(-1, 3, -1)  # (B, 3, D): not pooled
+
+    with pytest.raises(SelfsupError, match="pool"):
+        finetune(Tokens(), x, y, x, y, epochs=1)
