@@ -78,6 +78,35 @@ def describe(run: Path, train_size: int) -> str:
     )
 
 
+def describe_masked(run: Path, train_size: int) -> str:
+    """One row of the masked / next-token table: the method, random init and raw input (pixels
+    or TF-IDF) under the linear probe and fine-tuning, plus perplexity for a causal LM."""
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    method = cfg["method"]
+    rows = json.loads((run / "eval.json").read_text())
+    steps = _last(run / "metrics.csv", "step") or 0
+    epochs = steps * cfg["train"]["batch_size"] / train_size
+    trained, wall, rss = _time_report(run.parent / f"{run.name}.log")
+    cells = [
+        _pct(_row(rows, method, "linear", 1.0)),
+        _pct(_row(rows, method, "knn", 1.0)),
+        _pct(_row(rows, method, "linear", 0.01), with_std=True),
+        _pct(_row(rows, method, "finetune", 1.0)),
+        _pct(_row(rows, "random-init", "linear", 1.0)),
+        _pct(_row(rows, "random-init", "finetune", 1.0)),
+        _pct(_row(rows, "raw", "linear", 1.0)),
+    ]
+    lm = run / "perplexity.json"
+    perplexity = "–"
+    if lm.is_file():
+        by_encoder = {r["encoder"]: r["perplexity"] for r in json.loads(lm.read_text())}
+        perplexity = f"{by_encoder.get(method, float('nan')):.0f} (random init {by_encoder.get('random-init', float('nan')):.0f})"
+    return (
+        f"| `{method}` | {' | '.join(cells)} | {perplexity} | {int(steps):,} ({epochs:.1f}) "
+        f"| {trained} | {wall} | {rss} | `selfsup pretrain --config {run.name}` |"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -86,7 +115,23 @@ def main() -> None:
     parser.add_argument(
         "--train-size", type=int, default=60000, help="training images, for the epoch count"
     )
+    parser.add_argument(
+        "--masked",
+        action="store_true",
+        help="the masked / next-token table: adds fine-tuning, random-init and raw columns "
+        "and perplexity; run folders named after their preset",
+    )
     args = parser.parse_args()
+    if args.masked:
+        print(
+            "| method | linear | kNN | linear, 1% labels | fine-tune | random-init linear "
+            "| random-init fine-tune | raw linear | perplexity | steps (epochs) "
+            "| pretraining s | wall | peak memory | command |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for run in args.runs:
+            print(describe_masked(run, args.train_size))
+        return
     print(
         "| method | linear | kNN | linear, 1% labels | effective rank | steps (epochs) "
         "| pretraining s | wall | peak memory | command |"

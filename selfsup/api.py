@@ -120,6 +120,8 @@ def _check(cfg: RunConfig) -> None:
         "train.collapse_every": t.collapse_every,
         "train.checkpoint_every": t.checkpoint_every,
         "eval.batch_size": cfg.eval.batch_size,
+        "eval.finetune_batch_size": cfg.eval.finetune_batch_size,
+        "eval.finetune_epochs": cfg.eval.finetune_epochs,
     }
     for key, value in [
         ("train.max_steps", t.max_steps),
@@ -661,6 +663,8 @@ def _finetune_rows(
                     max_time=max_time,
                     lr=ev.finetune_lr,
                     layer_decay=ev.finetune_layer_decay if ev.finetune_layer_decay < 1 else None,
+                    batch_size=ev.finetune_batch_size,
+                    head_init=ev.finetune_head,
                     seed=seed,
                     progress=lambda text, name=name: status.update(f"fine-tuning {name}: {text}"),
                 )

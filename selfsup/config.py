@@ -139,6 +139,11 @@ class EvalConfig:
     decay 0.75, BERT at 2e-5 to 5e-5 × batch/32 (about 5e-4 here)."""
     finetune_layer_decay: float = 0.75
     """Layer-wise lr decay for ViT/Transformer blocks (1 = off)."""
+    finetune_batch_size: int = 128
+    finetune_head: Literal["probe", "small"] = "probe"
+    """Start the head at the linear probe of the frozen features (LP-FT, Kumar et al. 2022)
+    so a short fine-tuning run starts from the probe, not from chance; "small" is MAE's
+    near-zero head."""
     report: bool = True
     """Write report.html with curves, the label-efficiency plot and a t-SNE map."""
 

@@ -369,3 +369,20 @@ def test_bad_inputs_raise_advice():
 
     with pytest.raises(SelfsupError, match="pool"):
         finetune(Tokens(), x, y, x, y, epochs=1)
+
+
+def test_probe_head_starts_fine_tuning_at_the_linear_probe():
+    """LP-FT: with head_init="probe" and a learning rate too small to move anything, the
+    result is the frozen features' linear probe (the standardisation folded into the head);
+    the default small head stays at chance."""
+    train_x, train_y = quadrant_task(2000, seed=0)
+    test_x, test_y = quadrant_task(1000, seed=1)
+    encoder = MLP(embed_dim=16)
+    with torch.no_grad():
+        probe = linear_probe(encoder(train_x), train_y, encoder(test_x), test_y)["accuracy"]
+    still = {"epochs": 1, "batch_size": 64, "lr": 1e-12, "label_smoothing": 0.0}
+    started = finetune(encoder, train_x, train_y, test_x, test_y, head_init="probe", **still)
+    small = finetune(encoder, train_x, train_y, test_x, test_y, **still)
+    assert probe > 0.4
+    assert started["accuracy"] == pytest.approx(probe, abs=0.02)
+    assert small["accuracy"] < probe - 0.1

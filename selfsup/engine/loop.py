@@ -458,8 +458,8 @@ def _monitor_collapse(
     if not alarms:
         return None
     message = (
-        f"collapse at step {step}: {'; '.join(alarms)}: the model maps images to nearly one "
-        "point or one direction"
+        f"collapse at step {step}: {'; '.join(alarms)}: the model maps its inputs to nearly "
+        "one point or one direction"
     )
     if fabric.is_global_zero:
         console.print(f"[bold red]COLLAPSE WARNING[/] {message}")

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from selfsup.methods.protocol import DataInfo
-from selfsup.methods.text import check_token_encoder, lm_logits, mean_pool, special_ids
+from selfsup.methods.text import check_token_encoder, lm_logits, special_ids
 
 __all__ = ["CLM", "CLMConfig", "lm_logits"]
 
@@ -50,7 +50,7 @@ class CLM(nn.Module):
         # The output layer runs on the scored positions only (no logits for padding).
         logits = states[:, :-1][scored] @ self.encoder.token_embed.weight.T  # (M, V)
         loss = F.cross_entropy(logits.float(), targets[scored])
-        features = mean_pool(states, tokens != self.pad_id)  # (B, D)
+        features = states[:, :-1][scored]  # (M, D): the token states the loss trains
         return {"loss": loss, "features": features.detach()}
 
     def on_step_end(self, progress: float) -> None:

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from selfsup.losses.data2vec import Data2VecLoss, data2vec_targets
 from selfsup.methods.protocol import DataInfo
 from selfsup.methods.teacher import ema_update, linear_warmup, make_teacher
-from selfsup.methods.text import mean_pool, special_ids
+from selfsup.methods.text import special_ids
 from selfsup.views import ImageAugment, ImageViews
 from selfsup.views.masking import bert_mask, block_mask
 
@@ -141,8 +141,7 @@ class Data2Vec(nn.Module):
         prediction = self.head(states[selected])  # (M, D)
         target = self._average(self._targets(tokens))
         loss = self.loss(prediction, target[selected].detach())
-        features = mean_pool(states, tokens != self.pad_id)
-        return {"loss": loss, "features": features.detach()}
+        return {"loss": loss, "features": states[selected].detach()}  # (M, D) token states
 
     def on_step_end(self, progress: float) -> None:
         anneal = max(self.cfg.momentum_anneal, math.ulp(1.0))

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from selfsup.losses.mlm import MaskedTokenLoss
 from selfsup.methods.protocol import DataInfo
-from selfsup.methods.text import mean_pool, special_ids, word_starts
+from selfsup.methods.text import special_ids, word_starts
 from selfsup.views.masking import bert_mask
 
 
@@ -84,7 +84,9 @@ class MLM(nn.Module):
         logits = hidden @ self.encoder.token_embed.weight.T + self.output_bias  # (M, V)
         loss = self.loss(logits.float(), targets[selected])  # 0, not NaN, if none selected
         accuracy = (logits.argmax(dim=-1) == targets[selected]).float().mean()
-        features = mean_pool(states, tokens != self.pad_id)  # (B, D)
+        # The collapse monitor watches the token states the loss trains, not the mean-pooled
+        # sentence vector: pooled states of an MLM share a large common direction by nature.
+        features = states[selected]  # (M, D)
         return {"loss": loss, "accuracy": accuracy.detach(), "features": features.detach()}
 
     def on_step_end(self, progress: float) -> None:
