@@ -501,7 +501,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "difference and part of what is compared; HF's model is used unmodified.",
         "both timed steps include drawing the masks (bert_mask) and the zero_grad, forward, "
         "backward and AdamW step; selfsup's training_step also returns its accuracy and "
-        "mean-pooled features, as it does under the engine.",
+        "the predicted positions' token states, as it does under the engine.",
     ]
     if args.in_process:
         notes.append(
