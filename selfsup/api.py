@@ -641,7 +641,7 @@ def _finetune_rows(
     """Fine-tune each encoder with a linear head at each of ``ev.finetune_fractions``."""
     from selfsup.config import parse_duration
     from selfsup.evaluate.finetune import finetune, image_finetune_augment
-    from selfsup.evaluate.protocol import class_balanced_subset
+    from selfsup.evaluate.protocol import class_balanced_subset, result_row
 
     max_time = parse_duration(ev.finetune_max_time) if ev.finetune_max_time else None
     rows = []
@@ -669,18 +669,16 @@ def _finetune_rows(
                     progress=lambda text, name=name: status.update(f"fine-tuning {name}: {text}"),
                 )
             rows.append(
-                {
-                    "encoder": name,
-                    "protocol": "finetune",
-                    "label_fraction": fraction,
-                    "accuracy": result["accuracy"],
-                    "std": 0.0,
-                    "seeds": 1,
-                    "num_train": int(len(subset)),
-                    "num_test": int(len(test_y)),
-                    "epochs": result["epochs"],
-                    "seconds": result["seconds"],
-                }
+                result_row(
+                    name,
+                    "finetune",
+                    fraction,
+                    [result["accuracy"]],
+                    num_train=int(len(subset)),
+                    num_test=int(len(test_y)),
+                    epochs=result["epochs"],
+                    seconds=result["seconds"],
+                )
             )
     return rows
 

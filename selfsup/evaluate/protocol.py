@@ -122,17 +122,15 @@ def evaluate_features(
                     accuracies.append(acc)
                     extras.append(extra)
                 rows.append(
-                    {
-                        "encoder": name,
-                        "protocol": protocol,
-                        "label_fraction": float(fraction),
-                        "accuracy": float(np.mean(accuracies)),
-                        "std": float(np.std(accuracies, ddof=1)) if len(accuracies) > 1 else 0.0,
-                        "seeds": len(run_seeds),
-                        "num_train": int(idx.size),
-                        "num_test": int(fs.test_y.shape[0]),
+                    result_row(
+                        name,
+                        protocol,
+                        fraction,
+                        accuracies,
+                        num_train=int(idx.size),
+                        num_test=int(fs.test_y.shape[0]),
                         **_merge_extras(protocol, extras),
-                    }
+                    )
                 )
     return rows
 
@@ -154,6 +152,30 @@ def _run_probe(
     num_classes = int(max(fs.train_y.max(), fs.test_y.max())) + 1
     result = linear_probe(train_x, train_y, fs.test_x, test_y, num_classes=num_classes, seed=seed)
     return result["accuracy"], {"weight_decay": result["weight_decay"]}
+
+
+def result_row(
+    encoder: str,
+    protocol: str,
+    fraction: float,
+    accuracies: Sequence[float],
+    *,
+    num_train: int,
+    num_test: int,
+    **extra: Any,
+) -> dict[str, Any]:
+    """One ``eval.json`` row: the mean accuracy over seeds and its sample std (0 for one)."""
+    return {
+        "encoder": encoder,
+        "protocol": protocol,
+        "label_fraction": float(fraction),
+        "accuracy": float(np.mean(accuracies)),
+        "std": float(np.std(accuracies, ddof=1)) if len(accuracies) > 1 else 0.0,
+        "seeds": len(accuracies),
+        "num_train": num_train,
+        "num_test": num_test,
+        **extra,
+    }
 
 
 def _merge_extras(protocol: ProbeName, extras: list[dict[str, Any]]) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from selfsup.errors import SelfsupError
 from selfsup.evaluate.generate import generate
 from selfsup.evaluate.knn import knn_accuracy
 from selfsup.evaluate.linear import stratified_split
-from selfsup.evaluate.protocol import class_balanced_subset, format_fraction
+from selfsup.evaluate.protocol import class_balanced_subset, format_fraction, result_row
 
 __all__ = [
     "generate",  # lives in generate.py; re-exported so text evaluation has one import
@@ -317,17 +317,15 @@ def tfidf_label_efficiency(
                 else {"k": min(k, int(idx.size)), "temperature": float(temperature)}
             )
             rows.append(
-                {
-                    "encoder": encoder,
-                    "protocol": protocol,
-                    "label_fraction": float(fraction),
-                    "accuracy": float(np.mean(accuracies)),
-                    "std": float(np.std(accuracies, ddof=1)) if len(accuracies) > 1 else 0.0,
-                    "seeds": len(run_seeds),
-                    "num_train": int(idx.size),
-                    "num_test": int(y_test.shape[0]),
+                result_row(
+                    encoder,
+                    protocol,
+                    fraction,
+                    accuracies,
+                    num_train=int(idx.size),
+                    num_test=int(y_test.shape[0]),
                     **extra,
-                }
+                )
             )
     return rows
 

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from selfsup.losses.mlm import MaskedTokenLoss
 from selfsup.methods.protocol import DataInfo
-from selfsup.methods.text import special_ids, word_starts
+from selfsup.methods.text import check_token_encoder, special_ids, word_starts
 from selfsup.views.masking import bert_mask
 
 
@@ -41,12 +41,9 @@ class MLM(nn.Module):
     def __init__(self, cfg: MLMConfig, encoder: nn.Module, info: DataInfo) -> None:
         super().__init__()
         _check_probabilities(cfg)
-        embedding = getattr(encoder, "token_embed", None)
-        if info.modality != "text" or not isinstance(embedding, nn.Embedding):
-            raise ValueError(
-                "mlm needs text data and a token encoder with a token_embed table "
-                "(e.g. --encoder transformer-tiny --data fortunes)"
-            )
+        check_token_encoder(encoder, "mlm")
+        if info.modality != "text":
+            raise ValueError("mlm needs text data (--data fortunes, gcide or text:PATH)")
         if getattr(encoder, "causal", False):
             raise ValueError(
                 "mlm needs a bidirectional encoder, got a causal one: use --encoder "

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 
@@ -42,7 +41,6 @@ def lm_logits(encoder: nn.Module, tokens: Tensor) -> Tensor:
     return states @ encoder.token_embed.weight.T  # (B, L, V)
 
 
-@torch.no_grad()
 def check_token_encoder(encoder: nn.Module, method: str) -> None:
     """Raise ValueError unless ``encoder`` is a token model with a tied-able embedding."""
     if not isinstance(getattr(encoder, "token_embed", None), nn.Embedding) or not hasattr(
