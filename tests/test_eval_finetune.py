@@ -1,6 +1,8 @@
 """Fine-tuning: it learns what frozen features cannot, leaves the caller's encoder alone,
 applies layer-wise lr decay exactly, stops on time and repeats with its seed."""
 
+import importlib
+
 import pytest
 import torch
 from torch import nn
@@ -386,3 +388,32 @@ def test_probe_head_starts_fine_tuning_at_the_linear_probe():
     assert probe > 0.4
     assert started["accuracy"] == pytest.approx(probe, abs=0.02)
     assert small["accuracy"] < probe - 0.1
+
+
+def test_time_limited_schedule_fits_the_time(monkeypatch):
+    """On a clock where each step takes 1 s, a 40 s budget fits 40 of 800 planned steps: the
+    cosine schedule is refitted to end there (lr → 0 at the last step), not cut at its peak."""
+    ft = importlib.import_module("selfsup.evaluate.finetune")  # the package re-exports finetune()
+
+    clock = iter(range(10**6))
+    monkeypatch.setattr(ft.time, "perf_counter", lambda: float(next(clock)))
+    seen: list[tuple[int, int]] = []
+
+    def spy(step, total, peak, warmup):
+        seen.append((step, total))
+        return cosine_lr(step, total, peak, warmup)
+
+    monkeypatch.setattr(ft, "cosine_lr", spy)
+    train_x, train_y = quadrant_task(512, seed=0)
+    test_x, test_y = quadrant_task(256, seed=1)
+    result = finetune(
+        MLP(), train_x, train_y, test_x, test_y, epochs=100, batch_size=64, max_time=40
+    )
+    assert result["stopped_early"]
+    last_step, horizon = seen[-1]
+    assert horizon < 100 * 8  # refitted
+    assert last_step + 1 == result["steps"]
+    assert horizon - result["steps"] <= 1  # the schedule ended with the time
+    assert 30 <= result["steps"] <= 40
+    untimed = finetune(MLP(), train_x, train_y, test_x, test_y, epochs=2, batch_size=64)
+    assert not untimed["stopped_early"] and untimed["steps"] == 16

@@ -225,8 +225,12 @@ def finetune(
             `image_finetune_augment`); None for no augmentation (text).
         epochs: passes over the training set; MAE fine-tunes ViT-B for 100, small data
             sets need 10-50.
-        max_time: seconds of training after which the run stops (after the current step)
-            and is evaluated; the schedule still spans ``epochs``.
+        max_time: seconds (the starting probe included) after which training stops and
+            is evaluated. The warm-up and cosine schedule are fitted to it: the run
+            measures its speed over its first steps and again at 20/50/80% of the time,
+            and shortens its horizon to the steps that fit (never beyond ``epochs``), so
+            the learning rate reaches 0 when the time runs out instead of being cut off
+            at its peak.
         batch_size: samples per step.
         lr: base learning rate per 256 samples; 1e-3 is MAE's ViT value (5e-4 for BEiT).
             Lower it for a pretrained CNN with BatchNorm (1e-4).
@@ -307,10 +311,13 @@ def _finetune(
     n = train_x.shape[0]
     batch = min(batch_size, n)
     steps_per_epoch = n // batch
-    total_steps = epochs * steps_per_epoch
+    planned_steps = epochs * steps_per_epoch
+    total_steps = planned_steps
     warmup_steps = round(warmup_fraction * total_steps)
     peak_lr = lr * batch / 256
     order = torch.Generator().manual_seed(seed)
+    fit_points = _fit_points(max_time)
+    timed_from: tuple[int, float] | None = None  # (step, time) after the warm-up steps
 
     step, stopped = 0, False
     epoch_losses: list[float] = []
@@ -340,9 +347,21 @@ def _finetune(
             optimizer.step()
             epoch_losses.append(float(loss.detach()))
             step += 1
-            if max_time is not None and time.perf_counter() - start >= max_time:
-                stopped = step < total_steps
-                break
+            if max_time is not None:
+                now = time.perf_counter()
+                if step == FIT_WARM_STEPS:
+                    timed_from = (step, now)
+                elif timed_from is not None and fit_points and _due(
+                    fit_points[0], step - timed_from[0], now - start, max_time
+                ):
+                    fit_points.pop(0)
+                    rate = (now - timed_from[1]) / (step - timed_from[0])  # s/step
+                    fitted = step + int((max_time - (now - start)) / rate)
+                    total_steps = max(step, min(planned_steps, fitted))
+                    warmup_steps = min(warmup_steps, round(warmup_fraction * total_steps))
+                if now - start >= max_time or step >= total_steps:
+                    stopped = step < planned_steps
+                    break
         if progress is not None:
             mean = sum(epoch_losses) / max(1, len(epoch_losses))
             progress(f"fine-tune · epoch {epoch + 1}/{epochs} · loss {mean:.4f}")
@@ -364,6 +383,25 @@ def _finetune(
     if return_model:
         result["encoder"], result["head"] = model.eval(), head.eval()
     return result
+
+
+FIT_WARM_STEPS = 2
+"""A time-limited fine-tuning run times its steps after this many (the first are slow)..."""
+FIT_FIRST_STEPS = 10
+"""...fits its schedule after this many timed steps, and again at these shares of its time:"""
+FIT_AT = (0.2, 0.5, 0.8)
+
+
+def _fit_points(max_time: float | None) -> list[float]:
+    """When a time-limited run refits its schedule: 0 stands for "after FIT_FIRST_STEPS"."""
+    return [] if max_time is None else [0.0, *FIT_AT]
+
+
+def _due(point: float, timed_steps: int, elapsed: float, max_time: float) -> bool:
+    """Whether the refit at ``point`` (a share of max_time; 0 = first fit) is due."""
+    if point == 0.0:
+        return timed_steps >= FIT_FIRST_STEPS or elapsed >= FIT_AT[0] * max_time
+    return elapsed >= point * max_time
 
 
 PROBE_WEIGHT_DECAY = 1e-3
