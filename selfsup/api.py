@@ -14,7 +14,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -37,7 +37,6 @@ from selfsup.data.dataset import (
     run_tokenizer,
 )
 from selfsup.encoders import build_encoder, encoder_modality
-from selfsup.engine import TrainResult, make_fabric, train
 from selfsup.engine.checkpoint import latest_checkpoint
 from selfsup.engine.precision import resolve_accelerator
 from selfsup.engine.progress import console
@@ -52,6 +51,9 @@ from selfsup.evaluate import (
 from selfsup.export import export_encoder, load_encoder, read_spec
 from selfsup.methods import DataInfo, build_method, encoder_channels, method_config, method_spec
 from selfsup.views import prepare
+
+if TYPE_CHECKING:
+    from selfsup.engine import TrainResult
 
 log = logging.getLogger("selfsup")
 
@@ -277,6 +279,8 @@ def _pretrain_worker(
     if fabric.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(dump_yaml({**to_dict(cfg), "out": None}))
+    from selfsup.engine import train  # Lightning Fabric loads here, not on `import selfsup`
+
     result = train(fabric, cfg, method, dataset, run_dir, resume_from=resume_from)
     if fabric.is_global_zero:
         _export(method.encoder, run_dir, cfg, info, step=result.steps)
@@ -385,6 +389,8 @@ def pretrain(
             )
     os.environ[RUN_DIR_ENV] = str(run_dir)
     try:
+        from selfsup.engine import make_fabric
+
         fabric = make_fabric(cfg, run_dir)
         result = fabric.launch(_pretrain_worker, cfg, run_dir, resume_from, module)
     finally:

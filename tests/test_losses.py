@@ -54,6 +54,42 @@ def test_ntxent_is_scale_invariant_and_has_gradients():
         assert float(NTXentLoss(0.2)(3 * z1, z2)) == pytest.approx(float(loss), rel=1e-5)
 
 
+@pytest.mark.parametrize("block_elements", [1, 7, 40, 10**9])
+def test_ntxent_blocks_give_the_reference_value_and_gradients(block_elements):
+    g = torch.Generator().manual_seed(3)
+    z1 = torch.randn(5, 6, generator=g, dtype=torch.float64).requires_grad_()
+    z2 = torch.randn(5, 6, generator=g, dtype=torch.float64).requires_grad_()
+    got = NTXentLoss(0.3, block_elements=block_elements)(z1, z2)
+    got.backward()
+    expected = ntxent_reference(z1.detach(), z2.detach(), 0.3)
+    assert float(got.detach()) == pytest.approx(expected, rel=1e-6)
+    plain1, plain2 = z1.detach().clone().requires_grad_(), z2.detach().clone().requires_grad_()
+    NTXentLoss(0.3, block_elements=10**9)(plain1, plain2).backward()
+    torch.testing.assert_close(z1.grad, plain1.grad, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(z2.grad, plain2.grad, rtol=1e-5, atol=1e-7)
+
+
+def test_ntxent_blocks_keep_no_full_logits_matrix():
+    """What autograd keeps for the backward pass: the full (2B)² logits without blocks,
+    only the inputs of each block with them."""
+    z1 = torch.randn(256, 8, requires_grad=True)
+    z2 = torch.randn(256, 8, requires_grad=True)
+
+    def saved_elements(block_elements):
+        sizes = []
+
+        def pack(t):
+            sizes.append(t.numel())
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            NTXentLoss(0.2, block_elements=block_elements)(z1, z2)
+        return max(sizes)
+
+    assert saved_elements(10**9) >= 512 * 512
+    assert saved_elements(512 * 64) <= 512 * 8  # a block's inputs: (64, 8) anchors, (512, 8) keys
+
+
 def test_ntxent_rejects_bad_shapes_and_temperature():
     with pytest.raises(ValueError, match="equal shape"):
         NTXentLoss()(torch.randn(4, 3), torch.randn(5, 3))
