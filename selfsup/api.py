@@ -6,6 +6,7 @@ Python, with any ``nn.Module`` as the encoder.
 
 from __future__ import annotations
 
+import copy
 import datetime
 import json
 import logging
@@ -37,9 +38,11 @@ from selfsup.data.dataset import (
     run_tokenizer,
 )
 from selfsup.encoders import build_encoder, encoder_modality
+from selfsup.engine.accumulate import supports_gradient_cache
 from selfsup.engine.checkpoint import latest_checkpoint
 from selfsup.engine.precision import resolve_accelerator
 from selfsup.engine.progress import console
+from selfsup.engine.sharding import CACHE_REFUSED, full_state_dict
 from selfsup.errors import SelfsupError
 from selfsup.evaluate import (
     FeatureSet,
@@ -146,11 +149,13 @@ def _check(cfg: RunConfig) -> None:
             "a multi-node run needs --out: a folder on a filesystem every node shares, so that all "
             "nodes write to the same run"
         )
-    if t.strategy == "fsdp" and on_cpu:
-        raise SelfsupError(
-            "--strategy fsdp needs GPUs (Lightning Fabric shards models on CUDA only); on CPUs "
-            "use --strategy ddp"
-        )
+    if (
+        t.strategy == "fsdp"
+        and t.micro_batch_size is not None
+        and t.gradient_cache
+        and supports_gradient_cache(method_spec(cfg.method).build)
+    ):
+        raise SelfsupError(CACHE_REFUSED)
     if t.lr is not None and not t.lr > 0:
         raise SelfsupError(f"train.lr must be positive, got {t.lr}")
     data_modality = modality_of(cfg.data.name)
@@ -275,6 +280,8 @@ def _pretrain_worker(
     )  # encoder and head weights follow from the seed
     if encoder is None:
         encoder = build_run_encoder(cfg, info)
+    # FSDP turns the parameters into shards: export from a copy made before
+    template = copy.deepcopy(encoder) if cfg.train.strategy == "fsdp" else None
     method = build_method(cfg.method, cfg.method_args, encoder, info)
     if fabric.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -282,8 +289,13 @@ def _pretrain_worker(
     from selfsup.engine import train  # Lightning Fabric loads here, not on `import selfsup`
 
     result = train(fabric, cfg, method, dataset, run_dir, resume_from=resume_from)
+    trained = method.encoder
+    if template is not None:
+        whole = full_state_dict(method.encoder)  # every process takes part in the gather
+        template.load_state_dict(whole)
+        trained = template
     if fabric.is_global_zero:
-        _export(method.encoder, run_dir, cfg, info, step=result.steps)
+        _export(trained, run_dir, cfg, info, step=result.steps)
     return result
 
 

@@ -34,7 +34,10 @@ def test_grad_checkpointing_keeps_the_losses(tmp_path):
         (["--grad-checkpointing"], "encoder 'convnet' has no gradient checkpointing"),
         (["--sync-batchnorm", "--devices", "2"], "train.sync_batchnorm needs GPUs"),
         (["--micro-batch-size", "0"], "train.micro_batch_size must be a positive integer"),
-        (["--strategy", "fsdp", "--devices", "2"], "--strategy fsdp needs GPUs"),
+        (
+            ["--strategy", "fsdp", "--devices", "2", "--micro-batch-size", "8"],
+            "gradient cache runs its first pass outside the sharded module",
+        ),
         (["--num-nodes", "2"], "a multi-node run needs --out"),
     ],
 )

@@ -30,11 +30,13 @@ A method opts into the cache by offering three functions besides ``training_step
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from lightning_fabric import Fabric
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from lightning_fabric import Fabric
 
 
 def supports_gradient_cache(method: nn.Module) -> bool:

@@ -32,6 +32,7 @@ from selfsup.engine.optim import RECOMMENDED, cosine_lr, make_optimizer
 from selfsup.engine.precision import resolve_accelerator, resolve_precision
 from selfsup.engine.progress import TrainProgress, console
 from selfsup.engine.sampler import ResumableSampler
+from selfsup.engine.sharding import CACHE_REFUSED, fsdp_strategy
 from selfsup.errors import SelfsupError
 from selfsup.evaluate.collapse import effective_rank, embedding_std
 
@@ -137,14 +138,15 @@ def make_fabric(cfg: RunConfig, run_dir: Path | None) -> Fabric:
             TensorBoardLogger(str(run_dir), name="tensorboard", version=""),
         ]
     strategy = cfg.train.strategy
-    if strategy == "auto" and cfg.train.devices * cfg.train.num_nodes > 1:
+    processes = cfg.train.devices * cfg.train.num_nodes
+    if strategy == "auto" and processes > 1:
         strategy = "ddp"
     try:
         return Fabric(
             accelerator=accelerator,
             devices=cfg.train.devices,
             num_nodes=cfg.train.num_nodes,
-            strategy=strategy,
+            strategy=fsdp_strategy(processes) if strategy == "fsdp" else strategy,
             precision=precision,  # type: ignore[arg-type]
             loggers=loggers,
         )
@@ -201,14 +203,23 @@ def train(
         _enable_grad_checkpointing(method.encoder, cfg.encoder)
     if t.sync_batchnorm and world > 1:  # the config check refused it on CPUs
         method = nn.SyncBatchNorm.convert_sync_batchnorm(method)
-    if t.channels_last:
+    if t.channels_last and t.strategy != "fsdp":  # FSDP shards contiguous parameters only
         method = method.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(t.optimizer, method, lr_peak, weight_decay)
-    model, optimizer = fabric.setup(method, optimizer)
+    if t.strategy == "fsdp":  # sharding replaces the parameters: the optimizer comes after
+        model = fabric.setup_module(method)
+        optimizer = fabric.setup_optimizers(
+            make_optimizer(t.optimizer, method, lr_peak, weight_decay)
+        )
+    else:
+        optimizer = make_optimizer(t.optimizer, method, lr_peak, weight_decay)
+        model, optimizer = fabric.setup(method, optimizer)
     model.mark_forward_method("training_step")
     step_fn, already_backward = _step_function(
         method, t.batch_size, t.micro_batch_size, t.gradient_cache
     )
+    uses_cache = isinstance(step_fn, functools.partial) and step_fn.func is cached_step
+    if uses_cache and t.strategy == "fsdp":
+        raise SelfsupError(CACHE_REFUSED)
     if supports_gradient_cache(method):
         model.mark_forward_method("embed")
 

@@ -351,8 +351,10 @@ def _finetune(
                 now = time.perf_counter()
                 if step == FIT_WARM_STEPS:
                     timed_from = (step, now)
-                elif timed_from is not None and fit_points and _due(
-                    fit_points[0], step - timed_from[0], now - start, max_time
+                elif (
+                    timed_from is not None
+                    and fit_points
+                    and _due(fit_points[0], step - timed_from[0], now - start, max_time)
                 ):
                     fit_points.pop(0)
                     rate = (now - timed_from[1]) / (step - timed_from[0])  # s/step
