@@ -49,30 +49,42 @@ def _text_dataset() -> TextDataset:
     return TextDataset(corpus, tokenizer(), SEQ_LEN)
 
 
+def run_config(name: str, modality: str, **train_args):
+    """The config of a 2-step run of ``name`` on random data of ``modality``."""
+    return make_config(
+        method=name,
+        encoder="convnet",
+        encoder_args={"width": 8},
+        data="text:random" if modality == "text" else "random",
+        train={
+            "batch_size": BATCH,
+            "max_steps": STEPS,
+            "checkpoint_every": 1000,
+            "progress": False,
+            "channels_last": False,
+            **train_args,
+        },
+    )
+
+
+def seeded_method(name: str, modality: str):
+    """(method, dataset) for ``name`` with seed-0 weights, in its training phase."""
+    torch.manual_seed(0)
+    if modality == "text":
+        info, encoder, dataset = text_info(), text_encoder(name), _text_dataset()
+    else:
+        info = DataInfo(3, SIZE, channels_last=False)
+        encoder, dataset = image_encoder(name, info), _dataset()
+    method = build_method(name, {}, encoder, info)
+    ENCODER_PHASE.get(name, lambda method: None)(method)
+    return method, dataset
+
+
 def _worker(fabric: Fabric, root: str) -> dict[str, dict[str, float]]:
     results = {}
     for name, modality in cases():
-        cfg = make_config(
-            method=name,
-            encoder="convnet",
-            encoder_args={"width": 8},
-            data="text:random" if modality == "text" else "random",
-            train={
-                "batch_size": BATCH,
-                "max_steps": STEPS,
-                "checkpoint_every": 1000,
-                "progress": False,
-                "channels_last": False,
-            },
-        )
-        torch.manual_seed(0)
-        if modality == "text":
-            info, encoder, dataset = text_info(), text_encoder(name), _text_dataset()
-        else:
-            info = DataInfo(3, SIZE, channels_last=False)
-            encoder, dataset = image_encoder(name, info), _dataset()
-        method = build_method(name, {}, encoder, info)
-        ENCODER_PHASE.get(name, lambda method: None)(method)
+        cfg = run_config(name, modality)
+        method, dataset = seeded_method(name, modality)
         before = _encoder_vector(method)
         result = train(fabric, cfg, method, dataset, Path(root) / f"{name}-{modality}")
         after = _encoder_vector(method)

@@ -21,19 +21,17 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 from lightning_fabric import Fabric
-from method_setups import cases, image_encoder, text_encoder, text_info
-from test_methods import ENCODER_PHASE
-from test_methods_ddp import BATCH, SIZE, STEPS, _dataset, _text_dataset
+from method_setups import cases
+from test_methods_ddp import STEPS, run_config, seeded_method
 from test_multinode import losses
 from torch.distributed.tensor import DTensor
 
-from selfsup.api import load_encoder, make_config
+from selfsup.api import load_encoder
 from selfsup.encoders import build_encoder
 from selfsup.engine import train
 from selfsup.engine.checkpoint import checkpoint_path
 from selfsup.engine.sharding import CACHE_REFUSED, fsdp_strategy, full_state_dict, is_sharded
 from selfsup.errors import SelfsupError
-from selfsup.methods import DataInfo, build_method
 
 PROCESSES = 2
 
@@ -44,40 +42,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _config(name: str, modality: str, strategy: str, **train_args):
-    return make_config(
-        method=name,
-        encoder="convnet",
-        encoder_args={"width": 8},
-        data="text:random" if modality == "text" else "random",
-        train={
-            "batch_size": BATCH,
-            "max_steps": STEPS,
-            "checkpoint_every": 1000,
-            "progress": False,
-            "channels_last": False,
-            "strategy": strategy,
-            "devices": PROCESSES,
-            **train_args,
-        },
-    )
-
-
-def _method(name: str, modality: str):
-    torch.manual_seed(0)
-    if modality == "text":
-        info, encoder, dataset = text_info(), text_encoder(name), _text_dataset()
-    else:
-        info = DataInfo(3, SIZE, channels_last=False)
-        encoder, dataset = image_encoder(name, info), _dataset()
-    method = build_method(name, {}, encoder, info)
-    ENCODER_PHASE.get(name, lambda method: None)(method)
-    return method, dataset
-
-
 def _run(fabric: Fabric, name: str, modality: str, strategy: str, root: Path):
-    method, dataset = _method(name, modality)
-    cfg = _config(name, modality, strategy)
+    method, dataset = seeded_method(name, modality)
+    cfg = run_config(name, modality, strategy=strategy, devices=PROCESSES)
     result = train(fabric, cfg, method, dataset, root / f"{name}-{modality}-{strategy}")
     sharded = is_sharded(method.encoder)
     encoder = full_state_dict(method.encoder)  # whole tensors, whatever the strategy
@@ -119,8 +86,8 @@ def _process(rank: int, port: int, root: str) -> None:
             "scale": max(float(v.float().abs().max()) for v in encoder_ddp.values()),
         }
     try:
-        train(fsdp, _config("simclr", "image", "fsdp", micro_batch_size=4), *_method("simclr", "image"),
-              out / "cache")  # fmt: skip
+        cfg = run_config("simclr", "image", strategy="fsdp", devices=PROCESSES, micro_batch_size=4)
+        train(fsdp, cfg, *seeded_method("simclr", "image"), out / "cache")
         results["cache_refused"] = ""
     except SelfsupError as error:
         results["cache_refused"] = str(error)
