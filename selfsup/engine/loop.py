@@ -28,7 +28,14 @@ from selfsup import distributed
 from selfsup.config import RunConfig, parse_duration
 from selfsup.engine import checkpoint
 from selfsup.engine.accumulate import accumulated_step, cached_step, supports_gradient_cache
-from selfsup.engine.optim import RECOMMENDED, cosine_lr, make_optimizer
+from selfsup.engine.optim import (
+    CALIBRATION_STEPS,
+    RECOMMENDED,
+    REFIT_AT,
+    WARM_STEPS,
+    cosine_lr,
+    make_optimizer,
+)
 from selfsup.engine.precision import resolve_accelerator, resolve_precision
 from selfsup.engine.progress import TrainProgress, console
 from selfsup.engine.sampler import ResumableSampler
@@ -38,14 +45,6 @@ from selfsup.evaluate.collapse import effective_rank, embedding_std
 
 log = logging.getLogger("selfsup")
 warnings.filterwarnings("ignore", message="Experiment logs directory")
-
-CALIBRATION_STEPS = 10
-"""A run limited only by time measures its speed over this many steps (after 2 warm-up
-steps), then fixes its horizon for the cosine schedule."""
-WARM_STEPS = 2
-REFIT_AT = (0.2, 0.5, 0.8)
-"""...and measures it again over all its steps so far at these shares of its budget, since
-the first steps are often slower (each refit moves the cosine schedule a little)."""
 
 
 class TrainingDiverged(SelfsupError):

@@ -102,6 +102,16 @@ def make_optimizer(
     return LARS(groups, lr=lr)
 
 
+# A schedule limited by time (pretraining and fine-tuning alike) is fitted to its speed:
+CALIBRATION_STEPS = 10
+"""A run limited only by time measures its speed over this many steps (after WARM_STEPS
+warm-up steps), then fixes its horizon for the cosine schedule..."""
+WARM_STEPS = 2
+REFIT_AT = (0.2, 0.5, 0.8)
+"""...and measures it again over all its steps so far at these shares of its budget, since
+the first steps are often slower (each refit moves the cosine schedule a little)."""
+
+
 def cosine_lr(
     step: int, total_steps: int, peak: float, warmup_steps: int, min_ratio: float = 0.0
 ) -> float:

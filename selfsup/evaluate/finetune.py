@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from selfsup.engine.optim import cosine_lr
+from selfsup.engine.optim import CALIBRATION_STEPS, REFIT_AT, WARM_STEPS, cosine_lr
 from selfsup.errors import SelfsupError
 from selfsup.evaluate.linear import fit_linear_classifier
 
@@ -349,7 +349,7 @@ def _finetune(
             step += 1
             if max_time is not None:
                 now = time.perf_counter()
-                if step == FIT_WARM_STEPS:
+                if step == WARM_STEPS:
                     timed_from = (step, now)
                 elif (
                     timed_from is not None
@@ -387,22 +387,16 @@ def _finetune(
     return result
 
 
-FIT_WARM_STEPS = 2
-"""A time-limited fine-tuning run times its steps after this many (the first are slow)..."""
-FIT_FIRST_STEPS = 10
-"""...fits its schedule after this many timed steps, and again at these shares of its time:"""
-FIT_AT = (0.2, 0.5, 0.8)
-
-
 def _fit_points(max_time: float | None) -> list[float]:
-    """When a time-limited run refits its schedule: 0 stands for "after FIT_FIRST_STEPS"."""
-    return [] if max_time is None else [0.0, *FIT_AT]
+    """When a time-limited run refits its schedule (the engine's policy): 0 stands for "after
+    CALIBRATION_STEPS timed steps"."""
+    return [] if max_time is None else [0.0, *REFIT_AT]
 
 
 def _due(point: float, timed_steps: int, elapsed: float, max_time: float) -> bool:
     """Whether the refit at ``point`` (a share of max_time; 0 = first fit) is due."""
     if point == 0.0:
-        return timed_steps >= FIT_FIRST_STEPS or elapsed >= FIT_AT[0] * max_time
+        return timed_steps >= CALIBRATION_STEPS or elapsed >= REFIT_AT[0] * max_time
     return elapsed >= point * max_time
 
 
