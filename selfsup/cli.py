@@ -126,6 +126,11 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
         help="BatchNorm statistics over the global batch in multi-GPU runs (GPU only); helps "
         "when the per-GPU batch is small (< 64)",
     )
+    g.add_argument(
+        "--accelerator",
+        choices=["auto", "cpu", "cuda", "gpu", "mps"],
+        help="auto = the GPU when there is one, else the CPU",
+    )
     g.add_argument("--devices", type=int, help="processes/GPUs on this machine (DDP when > 1)")
     g.add_argument(
         "--num-nodes", type=int, help="machines in a multi-node run (launch with torchrun or srun)"
@@ -160,6 +165,7 @@ def _sections(args: argparse.Namespace) -> dict[str, Any]:
             "lr",
             "optimizer",
             "precision",
+            "accelerator",
             "devices",
             "num_nodes",
             "strategy",

@@ -76,8 +76,10 @@ def test_demo_through_the_cli_writes_the_whole_run_folder(tmp_path, capsys):
 @pytest.mark.slow
 def test_config_yaml_reproduces_the_run(tmp_path):
     first = tmp_path / "first"
-    assert main(["pretrain", "--data", "digits", "--out", str(first), "--no-eval", *TINY]) == 0
+    argv = ["pretrain", "--data", "digits", "--accelerator", "cpu", "--out", str(first)]
+    assert main([*argv, "--no-eval", *TINY]) == 0
     cfg = yaml.safe_load((first / "config.yaml").read_text())
+    assert cfg["train"]["accelerator"] == "cpu"  # a flag lands in the config
     assert (
         cfg["method_args"]["temperature"] == 0.2 and cfg["out"] is None
     )  # defaults written out in full

@@ -92,7 +92,11 @@ def run_copy(tiny_run, tmp_path) -> Path:
 def test_sigkill_then_resume_gives_the_uninterrupted_losses(tmp_path, capsys):
     steps = ["--max-steps", "40", "--set", "train.checkpoint_every=10"]
     killed = tmp_path / "killed"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(PACKAGE.parent)}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(PACKAGE.parent), os.environ.get("PYTHONPATH", "")]),
+    }
     proc = subprocess.Popen(
         [sys.executable, "-m", "selfsup", "pretrain", *TINY, *steps, "--out", str(killed)],
         env=env,

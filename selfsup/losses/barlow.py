@@ -27,6 +27,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from selfsup import distributed
+from selfsup.losses.precision import float32_forward
 
 EPS = 1e-5
 """ε of the standardisation: BatchNorm's default, as in the paper's ``bn(z)``."""
@@ -61,6 +62,7 @@ class BarlowTwinsLoss(nn.Module):
         self.scale = scale
         self.gather_distributed = gather_distributed
 
+    @float32_forward
     def forward(self, z1: Tensor, z2: Tensor) -> Tensor:
         if z1.shape != z2.shape or z1.ndim != 2:
             raise ValueError(

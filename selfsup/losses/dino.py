@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from selfsup import distributed
+from selfsup.losses.precision import float32_forward
 
 
 class DINOLoss(nn.Module):
@@ -51,6 +52,7 @@ class DINOLoss(nn.Module):
         """(V_t, B, K) logits -> (V_t, B, K) centred, sharpened probabilities, float32."""
         return ((teacher.detach().float() - self.center) / teacher_temp).softmax(dim=-1)
 
+    @float32_forward
     def forward(self, student: Tensor, teacher: Tensor, teacher_temp: float) -> Tensor:
         V_t, V_s = teacher.shape[0], student.shape[0]
         if V_s < max(V_t, 2) or student.shape[1:] != teacher.shape[1:]:

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from selfsup import distributed
+from selfsup.losses.precision import float32_forward
 
 BLOCK_ELEMENTS = 2**22
 """Largest logits matrix (anchors × keys) built at once: 16 MB in float32."""
@@ -38,7 +39,7 @@ def _block_loss_sum(
     """Σ over the anchors ``queries`` (b, D) of -log softmax(q·keys/τ without self)[positive]."""
     logits = queries @ keys.T / temperature  # (b, K)
     rows = torch.arange(queries.shape[0], device=queries.device)
-    logits = logits.index_put((rows, self_index), torch.tensor(float("-inf"), device=logits.device))
+    logits = logits.index_put((rows, self_index), logits.new_tensor(float("-inf")))
     return F.cross_entropy(logits, positive, reduction="sum")
 
 
@@ -60,6 +61,7 @@ class NTXentLoss(nn.Module):
         self.gather_distributed = gather_distributed
         self.block_elements = block_elements
 
+    @float32_forward
     def forward(self, z1: Tensor, z2: Tensor) -> Tensor:
         if z1.shape != z2.shape or z1.ndim != 2:
             raise ValueError(

@@ -28,7 +28,7 @@ from selfsup.methods.mae import MAE, MAEConfig
 from selfsup.methods.mlm import MLM, MLMConfig
 from selfsup.methods.moco import MoCoV2, MoCoV2Config
 from selfsup.methods.mocov3 import MoCoV3, MoCoV3Config
-from selfsup.methods.protocol import DataInfo, Method
+from selfsup.methods.protocol import DataInfo, Method, missing_members
 from selfsup.methods.rotation import RotationConfig, RotationPrediction
 from selfsup.methods.simclr import SimCLR, SimCLRConfig
 from selfsup.methods.simmim import SimMIM, SimMIMConfig
@@ -191,9 +191,12 @@ def build_method(name: str, args: dict[str, Any], encoder: nn.Module, info: Data
     spec = method_spec(name)
     cfg = method_config(name, args)
     try:
-        return spec.build(cfg, encoder, info)
+        method = spec.build(cfg, encoder, info)
     except ValueError as error:  # a constructor rejecting its arguments (the project's habit)
         raise SelfsupError(f"method_args of {name!r}: {error}") from None
+    if missing := missing_members(method):
+        raise SelfsupError(f"method {name!r} does not satisfy the Method protocol: no {missing}")
+    return method
 
 
 __all__ = [

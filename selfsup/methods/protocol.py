@@ -50,3 +50,15 @@ class Method(Protocol):
     def on_step_end(self, progress: float) -> None:
         """After each optimizer step; ``progress`` in [0, 1] drives EMA and temperature schedules."""
         ...
+
+
+def missing_members(obj: Any) -> list[str]:
+    """The members of ``Method`` that ``obj`` lacks (empty when it is a method).
+
+    ``isinstance(obj, Method)`` cannot answer this for an ``nn.Module``: from Python 3.12 on,
+    runtime protocols look attributes up statically and miss submodules such as ``encoder``,
+    which ``nn.Module`` keeps in ``_modules``.
+    """
+    missing = [] if isinstance(getattr(obj, "encoder", None), nn.Module) else ["encoder"]
+    missing += [n for n in ("training_step", "on_step_end") if not callable(getattr(obj, n, None))]
+    return missing
