@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from selfsup import distributed
+from selfsup.losses.precision import float32_forward
 
 
 class InfoNCELoss(nn.Module):
@@ -38,6 +39,7 @@ class InfoNCELoss(nn.Module):
             raise ValueError(f"temperature must be positive, got {temperature}")
         self.temperature = temperature
 
+    @float32_forward
     def forward(self, q: Tensor, k: Tensor, negatives: Tensor) -> Tensor:
         if q.shape != k.shape or q.ndim != 2 or negatives.ndim != 2:
             raise ValueError(

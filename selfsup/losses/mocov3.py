@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from selfsup import distributed
+from selfsup.losses.precision import float32_forward
 
 
 class MoCoV3Loss(nn.Module):
@@ -49,5 +50,6 @@ class MoCoV3Loss(nn.Module):
         target = torch.arange(q.shape[0], device=q.device) + offset
         return 2 * self.temperature * F.cross_entropy(logits, target)
 
+    @float32_forward
     def forward(self, q1: Tensor, q2: Tensor, k1: Tensor, k2: Tensor) -> Tensor:
         return self.contrast(q1, k2) + self.contrast(q2, k1)

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from selfsup import distributed
+from selfsup.losses.precision import float32_forward
 
 
 def variance_hinge(z: Tensor, gamma: float, eps: float) -> Tensor:
@@ -84,6 +85,7 @@ class VICRegLoss(nn.Module):
         self.eps = eps
         self.gather_distributed = gather_distributed
 
+    @float32_forward
     def forward(self, z1: Tensor, z2: Tensor) -> Tensor:
         return self.terms(z1, z2)["loss"]
 
