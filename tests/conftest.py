@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 
 # The suite checks exact numbers (a resumed run repeats the uninterrupted losses bit for bit, a
 # config.yaml reproduces its run), which CPU kernels give and CUDA kernels do not promise. So it
@@ -10,6 +11,7 @@ import os
 # exercises the CUDA paths.
 os.environ["CUDA_VISIBLE_DEVICES"] = ""
 
+import pytest  # noqa: E402
 import torch  # noqa: E402
 
 # Under pytest-xdist every worker is its own process: two workers with two OpenMP threads
@@ -18,3 +20,26 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(
         max(1, (os.cpu_count() or 2) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
     )
+
+
+def _free_port(start: int, count: int) -> int:
+    """A port in [start, start + count) that nothing listens on now."""
+    for port in range(start, start + count):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {start}-{start + count - 1}")
+
+
+@pytest.fixture(autouse=True)
+def _own_master_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Give the 2-process tests a port of their own. Left to Lightning, each pytest-xdist
+    worker picks a free port once and reuses it, so two workers can land on the same port and
+    one test's rank 1 joins the other test's group (gloo aborts). Each worker here searches its
+    own range, below Linux's ephemeral ports, afresh for every test."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    monkeypatch.setenv("MASTER_PORT", str(_free_port(20000 + 500 * index, 500)))
