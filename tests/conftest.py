@@ -36,10 +36,11 @@ def _free_port(start: int, count: int) -> int:
 
 @pytest.fixture(autouse=True)
 def _own_master_port(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Give the 2-process tests a port of their own. Left to Lightning, each pytest-xdist
-    worker picks a free port once and reuses it, so two workers can land on the same port and
-    one test's rank 1 joins the other test's group (gloo aborts). Each worker here searches its
-    own range, below Linux's ephemeral ports, afresh for every test."""
+    """Give the 2-process tests a port of their own: each pytest-xdist worker searches its own
+    range, below Linux's ephemeral ports, afresh for every test, so two workers' groups can
+    never share a port. (Left to Lightning, a worker picks a port once and keeps it in its
+    environment for all later tests.) A guard, not the fix of an observed failure: the aborts
+    seen at exit came from the gloo group's teardown, see cli._leave_process_group."""
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
     index = int(worker[2:]) if worker[2:].isdigit() else 0
     monkeypatch.setenv("MASTER_PORT", str(_free_port(20000 + 500 * index, 500)))

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from lightning_fabric import Fabric
+from spawn import launch_two
 from torch import nn
 
 from selfsup.losses import NTXentLoss
@@ -49,8 +50,7 @@ def test_two_process_ntxent_matches_one_process_with_the_whole_batch():
     single = Fabric(accelerator="cpu", devices=1)
     loss_1, grads_1 = single.launch(_worker)
 
-    double = Fabric(accelerator="cpu", devices=2, strategy="ddp_spawn")
-    loss_2, grads_2 = double.launch(_worker)
+    loss_2, grads_2 = launch_two(_worker)
 
     assert loss_2 == pytest.approx(loss_1, rel=1e-5)
     for name in grads_1:
@@ -129,7 +129,7 @@ def test_every_batch_coupled_loss_under_two_processes_matches_one_process():
     """NT-Xent, Barlow Twins, VICReg, MoCo v3, MoCo's queue and DINO's centering: 2 processes
     with half the batch each give the loss, gradients and state of 1 process with all of it."""
     one = Fabric(accelerator="cpu", devices=1).launch(_coupled_losses)
-    two = Fabric(accelerator="cpu", devices=2, strategy="ddp_spawn").launch(_coupled_losses)
+    two = launch_two(_coupled_losses)
     for name, expected in one.items():
         got = two[name]
         assert got["loss"] == pytest.approx(expected["loss"], rel=1e-5), name

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 from lightning_fabric import Fabric
+from spawn import launch_two
 from torch import nn
 
 from selfsup.engine.accumulate import accumulated_step, cached_step, supports_gradient_cache
@@ -149,7 +150,7 @@ def _ddp_worker(fabric: Fabric) -> dict:
 def test_cached_step_under_two_processes_equals_one_process_with_the_whole_batch():
     """Views are drawn per process and micro-batch, so the one-process reference makes the
     same views: it replays each process's random stream over its micro-batches."""
-    two = Fabric(accelerator="cpu", devices=2, strategy="ddp_spawn").launch(_ddp_worker)
+    two = launch_two(_ddp_worker)
 
     method = make_simclr()
     data = images(64)

@@ -21,6 +21,7 @@ from method_setups import (
     text_info,
     tokenizer,
 )
+from spawn import launch_two
 from test_methods import ENCODER_PHASE
 
 from selfsup.api import make_config
@@ -100,8 +101,7 @@ def _worker(fabric: Fabric, root: str) -> dict[str, dict[str, float]]:
 
 @pytest.mark.slow
 def test_every_method_trains_under_two_process_ddp(tmp_path):
-    fabric = Fabric(accelerator="cpu", devices=2, strategy="ddp_spawn")
-    results = fabric.launch(_worker, str(tmp_path))
+    results = launch_two(_worker, str(tmp_path))
     assert sorted(results) == sorted(f"{n}-{m}" for n, m in cases())
     for name, r in results.items():
         assert r["steps"] == STEPS, name
