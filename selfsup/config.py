@@ -255,7 +255,8 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
             f"config section {prefix.rstrip('.') or 'top level'!r} must be a mapping"
         )
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    names = list(fields)
     kwargs = {}
     for key, value in data.items():
         if key not in names:
@@ -266,12 +267,33 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
                 else f"; known keys: {', '.join(names)}"
             )
             raise SelfsupError(f"unknown config key '{prefix}{key}'{hint}")
+        default = _default(fields[key])
+        if isinstance(value, dict) and dataclasses.is_dataclass(default):
+            # a partial section changes the named keys of the field's own default (rotation's
+            # light augment stays light when only its crop scale is set)
+            value = _merged(to_dict(default), value)
         kwargs[key] = _coerce(value, hints[key], prefix + key)
     obj = cls(**kwargs)
     check = getattr(obj, "validate", None)
     if check is not None:
         check()
     return obj
+
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None if f.default is dataclasses.MISSING else f.default
+
+
+def _merged(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``changes`` laid over it, section by section."""
+    out = dict(base)
+    for key, value in changes.items():
+        inner = out.get(key)
+        both = isinstance(value, dict) and isinstance(inner, dict)
+        out[key] = _merged(inner, value) if both else value
+    return out
 
 
 def to_dict(obj: Any) -> Any:

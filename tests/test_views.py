@@ -60,3 +60,25 @@ def test_seeded_views_are_reproducible():
 def test_impossible_recipes_are_clear_errors(bad):
     with pytest.raises(SelfsupError):
         ImageViews(3, 32, ImageAugment(**bad))
+
+
+@pytest.mark.parametrize(
+    ("method", "section", "kept"),
+    [
+        ("rotation", "augment", {"jitter_p": 0.0, "grayscale_p": 0.0}),
+        ("byol", "augment_2", {"solarize_p": 0.2, "saturation": 0.2}),
+        ("dino", "global_augment", {"saturation": 0.2}),
+    ],
+)
+def test_a_partial_augment_section_keeps_the_methods_own_defaults(method, section, kept):
+    """Setting one key of a method's augment (here the crop scale) changes that key only: the
+    rest stays the method's default, not ImageAugment's (which would turn on colour jitter
+    for rotation, or drop BYOL's solarization)."""
+    from selfsup.api import make_config
+
+    key = f"method_args.{section}.crop_scale=[0.8, 1.0]"
+    cfg = make_config({"method": method}, [key], data="fashion-mnist")
+    augment = cfg.method_args[section]
+    assert tuple(augment["crop_scale"]) == (0.8, 1.0)
+    for name, value in kept.items():
+        assert augment[name] == value, name
