@@ -267,11 +267,12 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
                 else f"; known keys: {', '.join(names)}"
             )
             raise SelfsupError(f"unknown config key '{prefix}{key}'{hint}")
-        default = _default(fields[key])
-        if isinstance(value, dict) and dataclasses.is_dataclass(default):
-            # a partial section changes the named keys of the field's own default (rotation's
-            # light augment stays light when only its crop scale is set)
-            value = _merged(to_dict(default), value)
+        if isinstance(value, dict):
+            default = _default(fields[key])
+            if dataclasses.is_dataclass(default):
+                # a partial section changes the named keys of the field's own default
+                # (rotation's light augment stays light when only its crop scale is set)
+                value = _merged(to_dict(default), value)
         kwargs[key] = _coerce(value, hints[key], prefix + key)
     obj = cls(**kwargs)
     check = getattr(obj, "validate", None)
