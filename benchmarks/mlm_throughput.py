@@ -155,9 +155,9 @@ def run_model(model: Model, spec: RunSpec) -> dict[str, Any]:
     memory, parameter counts, first/last loss and the digests of the warm-up masks."""
     from tokenizers import Tokenizer
 
+    from selfsup.data.tokenizer import special_ids
     from selfsup.encoders import build_encoder
     from selfsup.methods import DataInfo, build_method
-    from selfsup.methods.text import special_ids
     from selfsup.views import masking
 
     if model == "hf":

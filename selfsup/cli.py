@@ -295,8 +295,9 @@ def cmd_export(args: argparse.Namespace) -> None:
 def cmd_attention(args: argparse.Namespace) -> None:
     import torch
 
-    from selfsup.data import load_images
     from selfsup.evaluate.attention import check_vit, load_run_encoder, write_attention_png
+    from selfsup.export import read_spec
+    from selfsup.modalities import modality_of_data
 
     if args.images < 1:
         raise SelfsupError(f"--images must be a positive number, got {args.images}")
@@ -304,13 +305,16 @@ def cmd_attention(args: argparse.Namespace) -> None:
     check_vit(encoder)
     build = getattr(encoder, "build_args", {})
     data = args.data or _run_data(Path(args.run))
-    dataset = load_images(data, args.split, image_size=build.get("image_size"))
-    if dataset.channels != build.get("in_channels", dataset.channels):
-        raise SelfsupError(
-            f"{data!r} has {dataset.channels}-channel images but the encoder expects "
-            f"{build['in_channels']}: pass --data with images like the run's"
-        )
-    images = torch.stack([dataset[i]["image"] for i in range(min(args.images, len(dataset)))])
+    modality = modality_of_data(data)
+    folder = Path(args.run) if Path(args.run).is_dir() else Path(args.run).parent
+    options = modality.eval_options(
+        read_spec(folder) if (folder / "encoder.yaml").is_file() else {}, None
+    )
+    options.update(image_size=build.get("image_size"))
+    dataset = modality.load(data, args.split, folder=folder, **options)
+    modality.check_encoder(encoder, dataset, data)
+    count = min(args.images, len(dataset))
+    images = torch.stack([dataset[i][modality.input_key] for i in range(count)])
     path = write_attention_png(
         encoder, images, args.out, title=f"{Path(args.run).name}: [CLS] attention, last block"
     )
@@ -359,17 +363,16 @@ def cmd_list(args: argparse.Namespace) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from selfsup.data import DATASETS
-    from selfsup.data.text import TEXT_DATASETS
     from selfsup.encoders import ENCODERS
     from selfsup.methods import METHODS
+    from selfsup.modalities import all_sources
 
     console = Console()
     table = Table(title="methods", title_justify="left")
     for col in ("name", "modality", "what it learns from", "paper"):
         table.add_column(col)
     for name, spec in METHODS.items():
-        table.add_row(name, spec.modality, spec.description, spec.paper)
+        table.add_row(name, ", ".join(spec.modalities), spec.description, spec.paper)
     console.print(table)
     table = Table(title="encoders", title_justify="left")
     table.add_column("name")
@@ -381,7 +384,7 @@ def cmd_list(args: argparse.Namespace) -> None:
     table = Table(title="data sets (--data)", title_justify="left")
     table.add_column("name")
     table.add_column("description")
-    for name, text in {**DATASETS, **TEXT_DATASETS}.items():
+    for name, text in all_sources().items():
         table.add_row(name, text)
     console.print(table)
     table = Table(title="presets (--config)", title_justify="left")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import types
 import typing
@@ -22,6 +23,8 @@ import yaml
 from selfsup.errors import SelfsupError
 
 Precision = Literal["auto", "32-true", "bf16-mixed", "16-mixed"]
+PROTOCOLS = ("linear", "knn", "finetune")
+"""The evaluation protocols: frozen-feature probes, and fine-tuning of the whole encoder."""
 
 
 @dataclass
@@ -49,6 +52,12 @@ class DataConfig:
     vocab_size: int = 8000
     """Text: vocabulary size when the tokenizer is trained; 8000 suits corpora of a few MB,
     30000 (BERT) those of a GB."""
+
+    def validate(self) -> None:
+        """The options every modality shares; ``RunConfig.validate`` asks the data's modality
+        about its own (image size, text length)."""
+        if self.num_workers < 0:
+            raise SelfsupError(f"data.num_workers must be 0 or more, got {self.num_workers}")
 
 
 @dataclass
@@ -110,6 +119,48 @@ class TrainConfig:
     """What a NaN/Inf loss does: stop with a message (last good checkpoint kept) or skip the step."""
     progress: bool = True
 
+    def validate(self) -> None:
+        """Positive counts, numbers in their ranges, finite values."""
+        positive = {
+            "batch_size": self.batch_size,
+            "devices": self.devices,
+            "num_nodes": self.num_nodes,
+            "log_every": self.log_every,
+            "collapse_every": self.collapse_every,
+            "checkpoint_every": self.checkpoint_every,
+            "max_steps": self.max_steps,
+            "max_epochs": self.max_epochs,
+            "micro_batch_size": self.micro_batch_size,
+        }
+        for key, value in positive.items():
+            if value is not None and value < 1:
+                raise SelfsupError(f"train.{key} must be a positive integer, got {value}")
+        if self.lr is not None and not self.lr > 0:
+            raise SelfsupError(f"train.lr must be positive, got {self.lr}")
+        if self.max_time is not None and not parse_duration(self.max_time) > 0:
+            raise SelfsupError(f"train.max_time must be longer than 0 s, got {self.max_time!r}")
+        if self.lr is not None and not math.isfinite(self.lr):
+            raise SelfsupError(f"train.lr must be a finite number, got {self.lr}")
+        ranges: list[tuple[str, float | None, float, float]] = [
+            ("warmup_fraction", self.warmup_fraction, 0.0, 1.0),
+            ("min_lr_ratio", self.min_lr_ratio, 0.0, 1.0),
+            ("weight_decay", self.weight_decay, 0.0, math.inf),
+            ("collapse_rank_min", self.collapse_rank_min, 0.0, math.inf),
+        ]
+        for key, value, lo, hi in ranges:
+            if value is not None and not (lo <= value <= hi and math.isfinite(value)):
+                upper = f" and {hi:g}" if math.isfinite(hi) else ""
+                raise SelfsupError(f"train.{key} must lie between {lo:g}{upper}, got {value}")
+        if self.grad_clip is not None and not (
+            self.grad_clip > 0 and math.isfinite(self.grad_clip)
+        ):
+            raise SelfsupError(
+                "train.grad_clip must be a positive norm (or null to turn clipping off), "
+                f"got {self.grad_clip}"
+            )
+        if not 0 <= self.seed < 2**32:
+            raise SelfsupError(f"train.seed must lie between 0 and 2**32 - 1, got {self.seed}")
+
 
 @dataclass
 class EvalConfig:
@@ -147,13 +198,49 @@ class EvalConfig:
     report: bool = True
     """Write report.html with curves, the label-efficiency plot and a t-SNE map."""
 
+    def validate(self) -> None:
+        """Positive counts, known protocols, label fractions in (0, 1], no empty lists."""
+        for key, value in [
+            ("batch_size", self.batch_size),
+            ("finetune_batch_size", self.finetune_batch_size),
+            ("finetune_epochs", self.finetune_epochs),
+        ]:
+            if value < 1:
+                raise SelfsupError(f"eval.{key} must be a positive integer, got {value}")
+        for fraction in self.label_fractions:
+            if not 0 < fraction <= 1:
+                raise SelfsupError(f"eval.label_fractions must lie in (0, 1], got {fraction}")
+        unknown = set(self.protocols) - set(PROTOCOLS)
+        if unknown:
+            raise SelfsupError(
+                f"unknown evaluation protocol {sorted(unknown)[0]!r}; choose from "
+                + ", ".join(PROTOCOLS)
+            )
+        if self.knn_k < 1:
+            raise SelfsupError(f"eval.knn_k must be a positive integer, got {self.knn_k}")
+        if not (self.knn_temperature > 0 and math.isfinite(self.knn_temperature)):
+            raise SelfsupError(f"eval.knn_temperature must be positive, got {self.knn_temperature}")
+        if self.max_train is not None and self.max_train < 1:
+            raise SelfsupError(
+                f"eval.max_train must be a positive integer or null, got {self.max_train}"
+            )
+        for key, values in [
+            ("protocols", self.protocols),
+            ("label_fractions", self.label_fractions),
+            ("seeds", self.seeds),
+        ]:
+            if not values:
+                raise SelfsupError(f"eval.{key} must hold at least one value, got an empty list")
+
 
 @dataclass
 class RunConfig:
     """Everything that defines a pretraining run."""
 
     method: str = "simclr"
-    encoder: str = "convnet"
+    encoder: str | None = None
+    """A registered encoder (``selfsup list``); None takes the data's modality's default
+    (convnet for images, transformer-tiny for text)."""
     encoder_args: dict[str, Any] = field(default_factory=dict)
     method_args: dict[str, Any] = field(default_factory=dict)
     """The method's own hyperparameters (see ``selfsup list`` and the method's dataclass)."""
@@ -162,6 +249,48 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     out: str | None = None
     """Run folder; None makes ``runs/<method>-<data>-<time>``."""
+
+    def validate(self) -> None:
+        """What no single section can check: the method, encoder and data fit together, and
+        the run's distribution settings fit the machine."""
+        from selfsup.engine.accumulate import supports_gradient_cache
+        from selfsup.engine.precision import resolve_accelerator
+        from selfsup.engine.sharding import CACHE_REFUSED
+        from selfsup.methods import method_spec
+        from selfsup.modalities import get_modality, modality_of_data
+
+        t = self.train
+        if (
+            t.sync_batchnorm
+            and t.devices * t.num_nodes > 1
+            and resolve_accelerator(t.accelerator) == "cpu"
+        ):
+            raise SelfsupError(
+                "train.sync_batchnorm needs GPUs: PyTorch synchronises BatchNorm on CUDA only; "
+                "drop --sync-batchnorm for CPU runs"
+            )
+        if t.num_nodes > 1 and not self.out:
+            raise SelfsupError(
+                "a multi-node run needs --out: a folder on a filesystem every node shares, so "
+                "that all nodes write to the same run"
+            )
+        spec = method_spec(self.method)
+        if (
+            t.strategy == "fsdp"
+            and t.micro_batch_size is not None
+            and t.gradient_cache
+            and supports_gradient_cache(spec.build)
+        ):
+            raise SelfsupError(CACHE_REFUSED)
+        data = modality_of_data(self.data.name)
+        if data.name not in spec.modalities:
+            wanted = get_modality(spec.modalities[0])
+            raise SelfsupError(
+                f"method {self.method!r} learns from {' or '.join(spec.modalities)} but "
+                f"{self.data.name!r} is {data.name} data: pass --data with {wanted.name} "
+                f"({', '.join(wanted.sources)})"
+            )
+        data.check_data(self.data)
 
 
 T = TypeVar("T")
@@ -350,3 +479,55 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
 
 def dump_yaml(data: Any) -> str:
     return yaml.safe_dump(to_dict(data), sort_keys=False, default_flow_style=None)
+
+
+def make_config(
+    config: RunConfig | dict | str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    **sections: Any,
+) -> RunConfig:
+    """A checked ``RunConfig`` from a preset/run YAML, a mapping or a config object, then
+    keyword sections (``train={"max_steps": 100}``, ``data="fashion-mnist"``), then
+    ``key.path=value`` overrides. The encoder defaults to the data's modality's; the method's
+    own arguments are filled with its defaults."""
+    from selfsup.methods import method_config
+    from selfsup.modalities import modality_of_data
+
+    if isinstance(config, RunConfig):
+        data: dict[str, Any] = to_dict(config)
+    elif isinstance(config, (str, Path)):
+        data = load_yaml(config)
+        if sections.get("out") is None and not any(o.startswith("out=") for o in overrides):
+            _check_config_file_out(config, data.get("out"))
+    else:
+        data = dict(config or {})
+    for key, value in sections.items():
+        if value is None:
+            continue
+        if key == "data" and isinstance(value, str):
+            value = {"name": value}
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    for assignment in overrides:
+        apply_override(data, assignment)
+    cfg = from_dict(RunConfig, data)
+    if cfg.encoder is None:
+        cfg.encoder = modality_of_data(cfg.data.name).default_encoder
+    cfg.method_args = to_dict(method_config(cfg.method, cfg.method_args))
+    return cfg
+
+
+def _check_config_file_out(path: str | Path, out: Any) -> None:
+    """A config *file* may not send the run outside the working folder: an absolute ``out``
+    or one with ``..`` must be given explicitly (``--out`` or ``out=`` in Python)."""
+    if out is None or not isinstance(out, str):
+        return  # a wrong type is reported by from_dict
+    target = Path(out)
+    if target.is_absolute() or ".." in target.parts or out.startswith("~"):
+        raise SelfsupError(
+            f"config file {str(path)!r} sets out: {out!r}, a folder outside the current one; "
+            "a config file may only name a relative folder below it: pass --out explicitly "
+            "to write elsewhere"
+        )

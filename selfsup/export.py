@@ -15,18 +15,16 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from selfsup.errors import SelfsupError
-from selfsup.views.image import MEAN, STD
 
 WEIGHTS = "encoder.safetensors"
 SPEC = "encoder.yaml"
 
 
-def export_encoder(
-    encoder: nn.Module, folder: str | Path, *, tokenizer: Any = None, **info: Any
-) -> Path:
-    """Write the encoder's weights and rebuild spec into ``folder``; ``info`` adds context
-    (method, data, step) to the YAML. A text encoder's ``tokenizer`` is saved beside it as
-    tokenizer.json, so the export is usable on its own."""
+def export_encoder(encoder: nn.Module, folder: str | Path, **info: Any) -> Path:
+    """Write the encoder's weights and rebuild spec into ``folder``; ``info`` adds what feeding
+    it takes (the modality's ``input`` description, image size, text length) and context
+    (method, data, step) to the YAML. Files the modality exports beside it (a tokenizer) are
+    written by the modality (``Modality.export``)."""
     build_args = getattr(encoder, "build_args", None)
     if build_args is None:
         raise SelfsupError(
@@ -37,23 +35,7 @@ def export_encoder(
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
     save_file(state, str(folder / WEIGHTS))
-    if tokenizer is not None:
-        from selfsup.data.dataset import TOKENIZER_FILE
-        from selfsup.data.tokenizer import save_tokenizer
-
-        save_tokenizer(tokenizer, folder / TOKENIZER_FILE)
-        feed: dict[str, Any] = {
-            "dtype": "int64 token ids: [CLS] text [SEP] then [PAD] (id 0)",
-            "tokenizer": TOKENIZER_FILE,
-        }
-    else:
-        feed = {"dtype": "uint8 image scaled to [0, 1]", "mean": MEAN, "std": STD}
-    spec = {
-        "encoder": dict(build_args),
-        "embed_dim": int(encoder.embed_dim),
-        "input": feed,
-        **info,
-    }
+    spec = {"encoder": dict(build_args), "embed_dim": int(encoder.embed_dim), **info}
     (folder / SPEC).write_text(yaml.safe_dump(spec, sort_keys=False))
     return folder / WEIGHTS
 

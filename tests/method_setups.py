@@ -31,7 +31,7 @@ def cases() -> list[tuple[str, str]]:
     """(method, modality) for every registered method and every modality it accepts."""
     out = []
     for name, spec in sorted(METHODS.items()):
-        modalities = ("image", "text") if spec.modality == "any" else (spec.modality,)
+        modalities = spec.modalities
         out += [(name, m) for m in modalities]
     return out
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from selfsup.data.info import DataInfo
 from selfsup.encoders import build_encoder
+from selfsup.encoders.vq import VectorQuantizerEMA, VQTokenizer
 from selfsup.methods.beit import MIM_PHASE, TOKENIZER_PHASE, BEiT, BEiTConfig
-from selfsup.methods.protocol import DataInfo
-from selfsup.methods.vq import VectorQuantizerEMA, VQTokenizer
 
 SIZE = 16
 

@@ -23,8 +23,14 @@ from selfsup.data import (
     make_loader,
 )
 from selfsup.data import idx as idx_module
-from selfsup.data.folder import in_test_split
+from selfsup.data.folder import TEST_FRACTION
+from selfsup.data.split import in_test_split as split_rule
 from selfsup.errors import SelfsupError
+
+
+def in_test_split(relative_path: str) -> bool:
+    """The folder source's rule: the shared hash split at the folder's test share."""
+    return split_rule(relative_path, TEST_FRACTION)
 
 
 def check_sample(sample: dict[str, torch.Tensor], channels: int, size: tuple[int, int]) -> None:

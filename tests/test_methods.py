@@ -7,10 +7,10 @@ import pytest
 import torch
 from method_setups import cases, image_batch, image_encoder, text_batch, text_encoder, text_info
 
+from selfsup.contracts import missing_members
 from selfsup.encoders import build_encoder
 from selfsup.errors import SelfsupError
 from selfsup.methods import METHODS, DataInfo, build_method
-from selfsup.methods.protocol import missing_members
 
 IMAGE_CASES = [(n, m) for n, m in cases() if m == "image"]
 TEXT_CASES = [(n, m) for n, m in cases() if m == "text"]

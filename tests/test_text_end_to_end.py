@@ -14,8 +14,7 @@ import torch
 from selfsup import pretrain
 from selfsup.api import embed, generate_text
 from selfsup.cli import main
-from selfsup.data.dataset import TOKENIZER_FILE, find_tokenizer
-from selfsup.data.tokenizer import encode_batch
+from selfsup.data.tokenizer import TOKENIZER_FILE, encode_batch, find_tokenizer
 from selfsup.export import load_encoder
 
 TOPICS = {

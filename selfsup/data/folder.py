@@ -26,7 +26,6 @@ construction (~0.1 ms per small PNG), the unreadable ones are dropped and listed
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections import Counter
@@ -39,6 +38,7 @@ from PIL import Image
 from torch import Tensor
 
 from selfsup.data.images import UNLABELLED, ImageDataset, Sample, cover_crop_box
+from selfsup.data.split import in_test_split
 from selfsup.errors import SelfsupError
 
 logger = logging.getLogger("selfsup")
@@ -89,12 +89,6 @@ def list_image_files(root: Path) -> list[str]:
             if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS):
                 found.append((rel_dir / f).as_posix())
     return sorted(found)
-
-
-def in_test_split(relative_path: str) -> bool:
-    """Whether a file belongs to the test split: a hash of its relative path, stable everywhere."""
-    digest = hashlib.blake2b(relative_path.encode("utf-8"), digest_size=8).digest()
-    return int.from_bytes(digest, "big") % 10_000 < TEST_FRACTION * 10_000
 
 
 def peek_image(path: Path) -> tuple[str, tuple[int, int]]:
@@ -193,7 +187,7 @@ class FolderImageDataset(ImageDataset):
             )
 
         want_test = split == "test"
-        files = [f for f in all_files if in_test_split(f) == want_test]
+        files = [f for f in all_files if in_test_split(f, TEST_FRACTION) == want_test]
         if skip_bad:
             files = self._drop_unreadable(files, bad)
         else:

@@ -43,6 +43,8 @@ class ImageDataset(Dataset[Sample]):
     class_names: list[str]
     has_labels: bool
     in_memory: bool = False
+    input_key = "image"
+    """The batch key of the input (the image modality's)."""
     skipped: list[str]
 
     def __len__(self) -> int:

@@ -128,15 +128,21 @@ def load_images(
     raise SelfsupError(_unknown(spec, name))
 
 
-def _unknown(spec: str, name: str) -> str:
-    """The message for a spec naming no source: a close name, or the right prefix for a path."""
+def guess_image_spec(spec: str) -> str | None:
+    """A hint for a spec that names no source but an image folder, a pack or an array file."""
     path = Path(spec).expanduser()
     if path.is_dir():
         prefix = "shards" if (path / "index.json").is_file() else "folder"
-        hint = f"did you mean {prefix}:{spec}?"
-    elif path.is_file() and path.suffix.lower() in (".npz", ".npy"):
-        hint = f"did you mean npz:{spec}?"
-    else:
+        return f"did you mean {prefix}:{spec}?"
+    if path.is_file() and path.suffix.lower() in (".npz", ".npy"):
+        return f"did you mean npz:{spec}?"
+    return None
+
+
+def _unknown(spec: str, name: str) -> str:
+    """The message for a spec naming no source: a close name, or the right prefix for a path."""
+    hint = guess_image_spec(spec)
+    if hint is None:
         close = difflib.get_close_matches(name, DATASETS, n=1)
         hint = f"did you mean {close[0]!r}?" if close else "see `selfsup list`"
     return f"unknown data {spec!r}; {hint} Known: {_USAGE}"

@@ -22,7 +22,6 @@ from __future__ import annotations
 import difflib
 import functools
 import gzip
-import hashlib
 import json
 import os
 import re
@@ -38,6 +37,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from selfsup.data.images import UNLABELLED, Sample
+from selfsup.data.split import in_test_split
 from selfsup.data.tokenizer import encode_batch
 from selfsup.errors import SelfsupError
 
@@ -146,14 +146,6 @@ def _unknown(spec: str, name: str) -> str:
         close = difflib.get_close_matches(name, TEXT_DATASETS, n=1)
         hint = f"did you mean {close[0]!r}?" if close else "see `selfsup list`"
     return f"unknown text data {spec!r}; {hint} Known: {_USAGE}"
-
-
-def in_test_split(key: str, fraction: float) -> bool:
-    """Whether a sample goes to test: the first 8 bytes of blake2b(key) as an integer, mod
-    10,000, below ``fraction`` * 10,000. Stable across runs, machines and Python versions
-    (unlike ``hash``), and the same rule as image folders use for their paths."""
-    digest = hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest()
-    return int.from_bytes(digest, "big") % 10_000 < fraction * 10_000
 
 
 # --- fortunes ------------------------------------------------------------------------------

@@ -19,10 +19,11 @@ A row of ``encode_batch`` is ``[CLS] t_1 .. t_k [SEP] [PAD] ..`` with k <= L - 2
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import chain
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -34,6 +35,10 @@ from selfsup.errors import SelfsupError
 TokenizerKind = Literal["wordpiece", "bpe", "byte-bpe"]
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+TOKENIZER_FILE = "tokenizer.json"
+"""A text run's tokenizer, in its run folder and beside its exported encoder."""
+TOKENIZER_KINDS = ("wordpiece", "bpe", "byte-bpe")
 """The special tokens of every kind, at ids 0..4 in this order."""
 
 PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID = range(len(SPECIAL_TOKENS))
@@ -258,3 +263,63 @@ def decode(tok: Tokenizer, ids: Sequence[int] | Tensor) -> str:
             raise SelfsupError(f"decode takes one row of ids (L,), got shape {tuple(ids.shape)}")
         ids = ids.tolist()
     return tok.decode(list(ids), skip_special_tokens=True).strip()
+
+
+PAD_ID = SPECIAL_TOKENS.index("[PAD]")
+"""The id of [PAD] in every tokenizer selfsup trains (0): batches are padded with it."""
+
+
+def special_ids(tokenizer: Tokenizer) -> dict[str, int]:
+    """Ids of [PAD], [UNK], [CLS], [SEP] and [MASK] in a selfsup tokenizer (0-4)."""
+    ids = {token: tokenizer.token_to_id(token) for token in SPECIAL_TOKENS}
+    missing = [token for token, i in ids.items() if i is None]
+    if missing:
+        raise SelfsupError(
+            f"the tokenizer lacks the special tokens {missing}: train it with selfsup "
+            "(--set data.tokenizer=wordpiece) or add them"
+        )
+    return ids
+
+
+def run_tokenizer(
+    spec: str,
+    run_dir: Path,
+    *,
+    kind: str = "wordpiece",
+    vocab_size: int = 8000,
+    write: bool = True,
+) -> Any:
+    """The tokenizer of a text run: the run folder's ``tokenizer.json`` when it exists
+    (resume), else the file ``kind`` names, else a new one of that kind trained on the
+    training split of ``spec``; written into ``run_dir`` when ``write``."""
+    from selfsup.data.text import load_texts
+
+    saved = run_dir / TOKENIZER_FILE
+    if saved.is_file():
+        return load_tokenizer(saved)
+    if kind in TOKENIZER_KINDS:
+        tokenizer = train_tokenizer(load_texts(spec, "train").texts, kind, vocab_size)  # type: ignore[arg-type]
+    elif Path(kind).is_file():
+        tokenizer = load_tokenizer(kind)
+    else:
+        raise SelfsupError(
+            f"data.tokenizer {kind!r} is neither a kind ({', '.join(TOKENIZER_KINDS)}) nor a "
+            "tokenizer.json file"
+        )
+    if write:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        partial = saved.with_name(f".{TOKENIZER_FILE}.{os.getpid()}")
+        save_tokenizer(tokenizer, partial)
+        os.replace(partial, saved)  # every process of a DDP run writes the same file
+    return tokenizer
+
+
+def find_tokenizer(folder: str | Path) -> Any:
+    """The tokenizer saved in a run or export folder; a clear error when there is none."""
+    path = Path(folder) / TOKENIZER_FILE
+    if not path.is_file():
+        raise SelfsupError(
+            f"no {TOKENIZER_FILE} in {str(folder)!r}: a text encoder needs the tokenizer it "
+            "was trained with; copy it from the run folder"
+        )
+    return load_tokenizer(path)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from torch import nn
 
@@ -31,7 +31,6 @@ __all__ = [
     "ENCODERS",
     "ConvNet",
     "EncoderSpec",
-    "Modality",
     "ResNet",
     "TextTransformer",
     "VisionTransformer",
@@ -41,8 +40,7 @@ __all__ = [
     "encoder_modality",
 ]
 
-Modality = Literal["image", "text"]
-# What build_encoder passes a builder of each modality, besides its options.
+# What build_encoder passes a builder of each modality (``selfsup.modalities``), besides its options.
 INPUTS: dict[str, tuple[str, ...]] = {
     "image": ("in_channels", "image_size"),
     "text": ("vocab_size", "max_length", "pad_id"),
@@ -61,7 +59,8 @@ class EncoderSpec:
     builder: Callable[..., nn.Module]
     description: str
     defaults: dict[str, Any]
-    modality: Modality = "image"
+    modality: str = "image"
+    """The name of the modality it reads (``selfsup.modalities``)."""
 
 
 def _resnet(*, in_channels: int, image_size: int, width: int, norm: NormKind) -> ResNet:
@@ -244,7 +243,7 @@ def _spec(name: str) -> EncoderSpec:
     return ENCODERS[name]
 
 
-def encoder_modality(name: str) -> Modality:
+def encoder_modality(name: str) -> str:
     """What encoder ``name`` reads: "image" ((B, C, H, W) floats) or "text" ((B, L) ids)."""
     return _spec(name).modality
 

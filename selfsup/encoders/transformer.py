@@ -385,3 +385,21 @@ class TextTransformer(nn.Module):
         keep_masked=True (the teacher usually sees no mask).
         """
         return self._blocks(tokens, mask, keep_masked=True)[1]
+
+
+def lm_logits(encoder: nn.Module, tokens: Tensor) -> Tensor:
+    """Next-token logits (B, L, V) of a causal encoder whose output layer is tied to its
+    token embedding (GPT-2's weight tying): ``forward_tokens(tokens) @ token_embed.weightᵀ``."""
+    states = encoder.forward_tokens(tokens)  # (B, L, D)
+    return states @ encoder.token_embed.weight.T  # (B, L, V)
+
+
+def check_token_encoder(encoder: nn.Module, method: str) -> None:
+    """Raise SelfsupError unless ``encoder`` is a token model with a tied-able embedding."""
+    if not isinstance(getattr(encoder, "token_embed", None), nn.Embedding) or not hasattr(
+        encoder, "forward_tokens"
+    ):
+        raise SelfsupError(
+            f"{method} needs a token encoder with token_embed and forward_tokens "
+            "(e.g. --encoder transformer-tiny)"
+        )

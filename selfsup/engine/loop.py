@@ -93,7 +93,7 @@ def _batches(
     tensors; file sources go through a DataLoader whose workers decode."""
     if getattr(dataset, "in_memory", False):
         inputs = dataset.as_tensor()  # uint8 (N, C, H, W) images or int64 (N, L) tokens
-        key = getattr(dataset, "input_key", "image")
+        key = dataset.input_key  # the batch key of the data's modality
         indices = torch.tensor(list(iter(sampler)), dtype=torch.long)
         for start in range(0, len(indices) - batch_size + 1, batch_size):
             yield {key: inputs[indices[start : start + batch_size]]}

@@ -32,8 +32,8 @@ def load_run_encoder(run: str | Path) -> nn.Module:
     folder = path if path.is_dir() else path.parent
     if (folder / WEIGHTS).is_file() and (folder / SPEC).is_file():
         return load_encoder(folder)
-    from selfsup.api import export_checkpoint
     from selfsup.engine.checkpoint import latest_checkpoint
+    from selfsup.pretraining import export_checkpoint
 
     if not path.is_dir() or latest_checkpoint(path) is None:
         raise SelfsupError(
@@ -82,7 +82,7 @@ def attention_figure(images: Tensor, maps: Tensor, title: str = "") -> Figure:
         for col, panel in enumerate(panels, start=1):
             axes[row, col].imshow(panel.numpy(), cmap="inferno")
         if row == 0:
-            axes[row, 0].set_title("image", fontsize=8)
+            axes[row, 0].set_title("input", fontsize=8)
             for h in range(heads):
                 axes[row, h + 1].set_title(f"head {h}", fontsize=8)
             axes[row, cols - 1].set_title("mean", fontsize=8)

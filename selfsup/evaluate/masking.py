@@ -51,10 +51,11 @@ def show_masking(
     ``data`` defaults to the run's own data set; ``split`` is "train" or "test"."""
     from lightning_fabric import Fabric
 
-    from selfsup.api import _training_data, build_run_encoder, make_config
-    from selfsup.data import load_images
+    from selfsup.config import make_config
     from selfsup.engine import checkpoint
     from selfsup.methods import build_method
+    from selfsup.modalities import modality_of_data
+    from selfsup.pretraining import build_run_encoder, training_data
 
     if images < 1:
         raise SelfsupError(f"images must be a positive number, got {images}")
@@ -75,21 +76,23 @@ def show_masking(
             f"{str(run)!r} holds no checkpoint: train it longer than train.checkpoint_every "
             "steps, or let it finish (the last step is always saved)"
         )
-    _, info = _training_data(cfg, run_dir, world=1)
+    _, info = training_data(cfg, run_dir, world=1)
     method = build_method(cfg.method, cfg.method_args, build_run_encoder(cfg, info), info)
     fabric = Fabric(accelerator="cpu", devices=1)
     extra = checkpoint.load(fabric, path, {"method": method})
     method.eval()
 
     spec = data or cfg.data.name
-    dataset = load_images(spec, split, image_size=info.image_size)  # type: ignore[arg-type]
+    modality = modality_of_data(spec)
+    options = modality.eval_options({"image_size": info.image_size}, None)
+    dataset = modality.load(spec, split, folder=run_dir, **options)  # type: ignore[arg-type]
     if dataset.channels != info.channels:
         raise SelfsupError(
             f"{spec!r} has {dataset.channels}-channel images but the run was trained on "
             f"{info.channels}-channel ones: pass --data with images like the run's"
         )
     count = min(images, len(dataset))
-    raw = torch.stack([dataset[i]["image"] for i in range(count)])  # uint8 (B, C, H, W)
+    raw = torch.stack([dataset[i][modality.input_key] for i in range(count)])  # uint8 (B, C, H, W)
     x = prepare(raw, channels_last=False, channels=info.channels)  # (B, C, H, W) normalised
     original, masked, recon, mask = masking_panels(method, cfg.method, x, seed)
     step = int(extra.get("step", -1))

@@ -12,9 +12,9 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from selfsup.contracts import IGNORE_INDEX
 from selfsup.errors import SelfsupError
 
-IGNORE_INDEX = -100
 """Target of a position that is not predicted."""
 
 

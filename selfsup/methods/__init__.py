@@ -14,13 +14,15 @@ from typing import Any
 from torch import nn
 
 from selfsup.config import from_dict
+from selfsup.contracts import Method, missing_members
+from selfsup.data.info import DataInfo
 from selfsup.errors import SelfsupError
 from selfsup.methods.barlow import BarlowTwins, BarlowTwinsConfig
 from selfsup.methods.beit import BEiT, BEiTConfig
 from selfsup.methods.byol import BYOL, BYOLConfig
 from selfsup.methods.clm import CLM, CLMConfig
 from selfsup.methods.colorization import Colorization, ColorizationConfig
-from selfsup.methods.colorization import encoder_channels as lightness_channels
+from selfsup.methods.colorization import encoder_inputs as lightness_inputs
 from selfsup.methods.data2vec import Data2Vec, Data2VecConfig
 from selfsup.methods.dino import DINO, DINOConfig
 from selfsup.methods.jigsaw import Jigsaw, JigsawConfig
@@ -28,7 +30,6 @@ from selfsup.methods.mae import MAE, MAEConfig
 from selfsup.methods.mlm import MLM, MLMConfig
 from selfsup.methods.moco import MoCoV2, MoCoV2Config
 from selfsup.methods.mocov3 import MoCoV3, MoCoV3Config
-from selfsup.methods.protocol import DataInfo, Method, missing_members
 from selfsup.methods.rotation import RotationConfig, RotationPrediction
 from selfsup.methods.simclr import SimCLR, SimCLRConfig
 from selfsup.methods.simmim import SimMIM, SimMIMConfig
@@ -42,13 +43,14 @@ class MethodSpec:
     build: Callable[..., nn.Module]
     description: str
     paper: str
-    modality: str = "image"
-    """The data it learns from: "image", "text", or "any" (data2vec)."""
+    modalities: tuple[str, ...] = ("image",)
+    """The modalities (``selfsup.modalities``) whose data it learns from."""
     needs_color: bool = False
     """The method only works on colour (3-channel) images and rejects grayscale data."""
-    encoder_channels: Callable[[DataInfo], int] | None = None
-    """Input channels the encoder is built for, from the data; None = the data's channels.
-    Colorization asks for 1 (it encodes lightness); see ``encoder_channels`` below."""
+    encoder_inputs: Callable[[DataInfo], dict[str, Any]] | None = None
+    """Encoder inputs the method sets instead of the data's modality (``build_encoder``'s
+    keywords); None = the modality's. Colorization asks for ``in_channels=1`` (it encodes
+    lightness); see ``encoder_channels`` below."""
 
 
 METHODS: dict[str, MethodSpec] = {
@@ -118,7 +120,7 @@ METHODS: dict[str, MethodSpec] = {
         "pretext: predict the colours (ab bins) of an image from its lightness; colour data only",
         "Zhang et al. 2016, arXiv:1603.08511",
         needs_color=True,
-        encoder_channels=lightness_channels,
+        encoder_inputs=lightness_inputs,
     ),
     "mae": MethodSpec(
         MAEConfig,
@@ -147,7 +149,7 @@ METHODS: dict[str, MethodSpec] = {
         "masked language modelling (BERT): predict 15% selected tokens (80% [MASK], 10% random, "
         "10% kept); dynamic masks, optional whole-word masking",
         "Devlin et al. 2019, arXiv:1810.04805",
-        modality="text",
+        modalities=("text",),
     ),
     "clm": MethodSpec(
         CLMConfig,
@@ -155,7 +157,7 @@ METHODS: dict[str, MethodSpec] = {
         "causal language modelling (GPT): predict each next token; tied output layer; "
         "`selfsup generate` samples text",
         "Radford et al. 2018/2019 (GPT, GPT-2)",
-        modality="text",
+        modalities=("text",),
     ),
     "data2vec": MethodSpec(
         Data2VecConfig,
@@ -163,7 +165,7 @@ METHODS: dict[str, MethodSpec] = {
         "masked prediction of an EMA teacher's averaged top-K layer outputs; images (block "
         "masks) and text (BERT masks) alike",
         "Baevski et al. 2022, arXiv:2202.03555",
-        modality="any",
+        modalities=("image", "text"),
     ),
 }
 
@@ -171,7 +173,8 @@ METHODS: dict[str, MethodSpec] = {
 def encoder_channels(name: str, info: DataInfo) -> int:
     """How many input channels to build method ``name``'s encoder with for data ``info``."""
     spec = method_spec(name)
-    return spec.encoder_channels(info) if spec.encoder_channels else info.channels
+    asked = spec.encoder_inputs(info) if spec.encoder_inputs else {}
+    return int(asked.get("in_channels", info.channels))
 
 
 def method_spec(name: str) -> MethodSpec:
@@ -187,7 +190,12 @@ def method_config(name: str, args: dict[str, Any]) -> Any:
     return from_dict(method_spec(name).config, args, prefix="method_args.")
 
 
-def build_method(name: str, args: dict[str, Any], encoder: nn.Module, info: DataInfo) -> nn.Module:
+def build_method(
+    name: str, args: dict[str, Any], encoder: nn.Module | dict[str, nn.Module], info: DataInfo
+) -> nn.Module:
+    """Method ``name`` with its typed ``args`` around ``encoder``. A method that learns from
+    one input takes one encoder; a method of two inputs (image–text pairs) takes a dict of
+    named encoders, one per input key, and exposes them as ``method.encoders``."""
     spec = method_spec(name)
     cfg = method_config(name, args)
     try:

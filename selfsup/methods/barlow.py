@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 
 from torch import Tensor, nn
 
+from selfsup.data.info import DataInfo
 from selfsup.errors import SelfsupError
 from selfsup.heads import mlp
 from selfsup.losses.barlow import BarlowTwinsLoss
-from selfsup.methods.protocol import DataInfo
 from selfsup.views import ImageAugment, ImageViews
 
 

@@ -5,7 +5,7 @@ Bao, Dong, Piao, Wei. "BEiT: BERT Pre-Training of Image Transformers." ICLR 2022
 arXiv:2106.08254.
 
 The paper reads its visual tokens from DALL-E's pretrained dVAE. None can be downloaded
-here, so the run trains its own tokenizer first (a VQ-VAE, ``selfsup.methods.vq``) on the
+here, so the run trains its own tokenizer first (a VQ-VAE, ``selfsup.encoders.vq``) on the
 same data, then freezes it:
 
 - phase 1, progress < ``tokenizer_fraction``: each step trains only the tokenizer (pixel
@@ -36,10 +36,11 @@ import torch
 from torch import Tensor, nn
 
 from selfsup import distributed
-from selfsup.losses.mlm import IGNORE_INDEX, MaskedTokenLoss
-from selfsup.methods.protocol import DataInfo
-from selfsup.methods.teacher import make_teacher
-from selfsup.methods.vq import VQTokenizer
+from selfsup.contracts import IGNORE_INDEX
+from selfsup.data.info import DataInfo
+from selfsup.encoders.vq import VQTokenizer
+from selfsup.engine.teacher import make_teacher
+from selfsup.losses.mlm import MaskedTokenLoss
 from selfsup.views import ImageAugment, ImageViews
 from selfsup.views.masking import block_mask
 

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from selfsup.data.info import DataInfo
+from selfsup.engine.teacher import cosine_momentum, ema_update, make_teacher
 from selfsup.heads import mlp
 from selfsup.losses import BYOLLoss
-from selfsup.methods.protocol import DataInfo
-from selfsup.methods.teacher import cosine_momentum, ema_update, make_teacher
 from selfsup.views import ImageAugment, ImageViews
 
 

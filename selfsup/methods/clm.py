@@ -12,8 +12,9 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from selfsup.methods.protocol import DataInfo
-from selfsup.methods.text import check_token_encoder, lm_logits, special_ids
+from selfsup.data.info import DataInfo
+from selfsup.data.tokenizer import special_ids
+from selfsup.encoders.transformer import check_token_encoder, lm_logits
 
 __all__ = ["CLM", "CLMConfig", "lm_logits"]
 

@@ -3,7 +3,7 @@ predicts its colours, as a class among quantised ab bins per pixel.
 
 Zhang, Isola, Efros. "Colorful Image Colorization." ECCV 2016. arXiv:1603.08511.
 
-The encoder is built for 1 input channel (``encoder_channels`` in the method registry tells
+The encoder is built for 1 input channel (``encoder_inputs`` in the method registry tells
 the API so); evaluation feeds it the lightness of colour images too (``views.prepare`` with
 ``channels=1``). The decoder reads the encoder's feature map (``forward_features``; the
 pooled vector as a 1×1 map for encoders without one), upsamples it to a quarter of the image
@@ -24,16 +24,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from selfsup.data.info import DataInfo
 from selfsup.errors import SelfsupError
-from selfsup.methods.protocol import DataInfo
 from selfsup.views import ImageAugment, normalize, to_float
 from selfsup.views.color import AB_RANGE, rgb_to_lab
 from selfsup.views.image import image_pipeline
 
 
-def encoder_channels(info: DataInfo) -> int:
-    """Colorization encodes the lightness channel only."""
-    return 1
+def encoder_inputs(info: DataInfo) -> dict[str, int]:
+    """Colorization encodes the lightness channel only: its encoder has 1 input channel."""
+    return {"in_channels": 1}
 
 
 def _light_augment() -> ImageAugment:

@@ -20,10 +20,10 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from selfsup.data.info import DataInfo
+from selfsup.data.tokenizer import special_ids
+from selfsup.engine.teacher import ema_update, linear_warmup, make_teacher
 from selfsup.losses.data2vec import Data2VecLoss, data2vec_targets
-from selfsup.methods.protocol import DataInfo
-from selfsup.methods.teacher import ema_update, linear_warmup, make_teacher
-from selfsup.methods.text import special_ids
 from selfsup.views import ImageAugment, ImageViews
 from selfsup.views.masking import bert_mask, block_mask
 

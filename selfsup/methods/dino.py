@@ -15,9 +15,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from selfsup import distributed
+from selfsup.data.info import DataInfo
+from selfsup.engine.teacher import cosine_momentum, ema_update, linear_warmup, make_teacher
 from selfsup.losses.dino import DINOLoss
-from selfsup.methods.protocol import DataInfo
-from selfsup.methods.teacher import cosine_momentum, ema_update, linear_warmup, make_teacher
 from selfsup.views import ImageAugment
 from selfsup.views.multicrop import MultiCropViews, local_crop_size
 

@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from selfsup.data.info import DataInfo
 from selfsup.errors import SelfsupError
 from selfsup.heads import mlp
-from selfsup.methods.protocol import DataInfo
 from selfsup.views import ImageAugment, ImageViews, prepare
 from selfsup.views.jigsaw import JigsawTiles, maximal_hamming_permutations
 

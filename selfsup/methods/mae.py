@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from selfsup.data.info import DataInfo
 from selfsup.encoders.vit import Block
 from selfsup.losses.mae import MAELoss
-from selfsup.methods.protocol import DataInfo
 from selfsup.views import ImageAugment, ImageViews
 from selfsup.views.masking import random_patch_mask
 

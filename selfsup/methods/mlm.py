@@ -13,9 +13,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from selfsup.data.info import DataInfo
+from selfsup.data.tokenizer import special_ids, word_start_table
+from selfsup.encoders.transformer import check_token_encoder
 from selfsup.losses.mlm import MaskedTokenLoss
-from selfsup.methods.protocol import DataInfo
-from selfsup.methods.text import check_token_encoder, special_ids, word_starts
 from selfsup.views.masking import bert_mask
 
 
@@ -58,7 +59,7 @@ class MLM(nn.Module):
         ids = special_ids(info.tokenizer)
         self.pad_id, self.mask_id = ids["[PAD]"], ids["[MASK]"]
         self.special = [ids[t] for t in ("[PAD]", "[CLS]", "[SEP]", "[MASK]")]
-        starts = word_starts(info.tokenizer) if cfg.whole_word else None
+        starts = word_start_table(info.tokenizer) if cfg.whole_word else None
         self.register_buffer("word_starts", starts, persistent=False)
         self.loss = MaskedTokenLoss()
 

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 
 from torch import Tensor, nn
 
+from selfsup.data.info import DataInfo
 from selfsup.losses.mae import unpatchify
 from selfsup.losses.simmim import SimMIMLoss
-from selfsup.methods.protocol import DataInfo
 from selfsup.views import ImageAugment, ImageViews
 from selfsup.views.masking import simmim_mask
 

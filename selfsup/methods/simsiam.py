@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 
 from torch import Tensor, nn
 
+from selfsup.data.info import DataInfo
 from selfsup.heads import mlp
 from selfsup.losses import SimSiamLoss
-from selfsup.methods.protocol import DataInfo
 from selfsup.views import ImageAugment, ImageViews
 
 

@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 
 from torch import Tensor, nn
 
+from selfsup.data.info import DataInfo
 from selfsup.errors import SelfsupError
 from selfsup.heads import mlp
 from selfsup.losses.vicreg import VICRegLoss
-from selfsup.methods.protocol import DataInfo
 from selfsup.views import ImageAugment, ImageViews
 
 

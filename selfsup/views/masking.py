@@ -32,9 +32,9 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from selfsup.contracts import IGNORE_INDEX
 from selfsup.errors import SelfsupError
 
-IGNORE_INDEX = -100
 """Target of the positions that are not predicted (cross-entropy's ``ignore_index``)."""
 
 MAX_FAILED_TRIES = 10

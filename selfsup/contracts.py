@@ -1,4 +1,6 @@
-"""What every method offers the engine, and what the engine tells a method when building it.
+"""What every method offers the engine (``Method``), and the rules every token loss shares.
+
+What a method is told about its data when built is ``selfsup.data.info.DataInfo``.
 
 A method is an ``nn.Module`` that satisfies ``Method`` structurally; it does not inherit
 from anything of ours. It never touches the optimizer, the devices or files.
@@ -6,34 +8,13 @@ from anything of ours. It never touches the optimizer, the devices or files.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from torch import Tensor, nn
 
-
-@dataclass(frozen=True)
-class DataInfo:
-    """What a method needs to know about its inputs to build views and heads.
-
-    Image data fill ``channels`` and ``image_size``; text data (``modality="text"``, batches
-    ``{"tokens": int64 (B, L)}``) fill ``vocab_size``, ``max_length`` and ``tokenizer``, and
-    leave the image fields 0.
-    """
-
-    channels: int = 0
-    image_size: int = 0
-    channels_last: bool = True
-    steps_per_epoch: int | None = None
-    """Optimizer steps in one pass over the data (all processes together); the engine sets it.
-    Methods with per-epoch rules (DINO freezes its last layer for the first epoch) fall back
-    to something documented when it is None."""
-    modality: Literal["image", "text"] = "image"
-    vocab_size: int = 0
-    max_length: int = 0
-    """Tokens per sample, [CLS] and [SEP] included; batches are padded to it."""
-    tokenizer: Any = None
-    """The run's ``tokenizers.Tokenizer`` (text only): special ids and whole-word starts."""
+IGNORE_INDEX = -100
+"""A target at this value is ignored by every token loss (masked tokens, visual tokens,
+next-token targets at padding): PyTorch's ``cross_entropy`` default."""
 
 
 @runtime_checkable

@@ -1,0 +1,271 @@
+"""The evaluation run: an encoder (a run folder, an export, or a module) and labelled data in;
+the table, eval.json and report.html out.
+
+Probes run on frozen features streamed from the labelled splits; the raw-input baseline,
+fine-tuning augmentation and any further results (a language model's perplexity) come from the
+data's modality (``selfsup.modalities``).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Subset
+
+from selfsup.config import EvalConfig, RunConfig, make_config
+from selfsup.engine.progress import console
+from selfsup.errors import SelfsupError
+from selfsup.evaluate.features import extract_features, input_fn, labels_of
+from selfsup.evaluate.protocol import FeatureSet, evaluate_features, rows_table, write_eval_json
+from selfsup.evaluate.report import write_report
+from selfsup.export import load_encoder, read_spec
+from selfsup.modalities import Modality, modality_of_data, modality_of_encoder
+
+
+def evaluate_run(
+    run: str | Path | nn.Module,
+    data: str | None = None,
+    *,
+    cfg: RunConfig | None = None,
+    eval_cfg: EvalConfig | None = None,
+    name: str | None = None,
+    out: str | Path | None = None,
+) -> list[dict[str, Any]]:
+    """Linear probe and kNN at several label fractions (and fine-tuning, if asked) for the
+    encoder and the two baselines (the raw input: pixels, TF-IDF, ...; the same encoder at
+    random init), plus what the modality adds (a causal language model's perplexity). Prints
+    a table, writes eval.json and report.html into the run folder (or ``out``)."""
+    run_dir: Path | None = None
+    if isinstance(run, nn.Module):
+        encoder = run
+        spec: dict[str, Any] = {}
+    else:
+        run_dir = Path(run).parent if Path(run).is_file() else Path(run)
+        encoder = load_encoder(run_dir)
+        spec = read_spec(run_dir)
+        if cfg is None and (run_dir / "config.yaml").is_file():
+            cfg = make_config(run_dir / "config.yaml")
+    ev = eval_cfg or (cfg.eval if cfg else EvalConfig())
+    data_spec = data or ev.data or (cfg.data.name if cfg else None)
+    if data_spec is None:
+        raise SelfsupError("no labelled data to evaluate on: pass --data")
+    modality = _data_modality(encoder, data_spec)
+    options = modality.eval_options(spec, cfg.data if cfg else None)
+    train_set = _labelled(modality, data_spec, "train", run_dir, options)
+    test_set = _labelled(modality, data_spec, "test", run_dir, options)
+    name = name or spec.get("method") or (cfg.method if cfg else "encoder")
+    seed = cfg.train.seed if cfg else 0
+
+    train_y = labels_of(train_set)
+    if ev.max_train is not None and len(train_y) > ev.max_train:
+        keep = torch.randperm(len(train_y), generator=torch.Generator().manual_seed(seed))
+        keep = keep[: ev.max_train]
+        train_set, train_y = Subset(train_set, keep.tolist()), train_y[keep]
+    test_y = labels_of(test_set)
+    fresh = random_init_encoder(encoder, seed) if ev.baselines else None
+    models = {name: encoder, **({"random-init": fresh} if fresh is not None else {})}
+
+    with console.status("extracting features"):
+        sets = {
+            label: FeatureSet(
+                extract_features(
+                    model, train_set, ev.batch_size, to_input=input_fn(model, test_set)
+                ),
+                train_y,
+                extract_features(
+                    model, test_set, ev.batch_size, to_input=input_fn(model, test_set)
+                ),
+                test_y,
+            )
+            for label, model in models.items()
+        }
+
+    probes = [p for p in ev.protocols if p != "finetune"]
+    rows: list[dict[str, Any]] = []
+    if probes:
+        with console.status("evaluating") as status:
+            rows = evaluate_features(
+                sets,
+                fractions=ev.label_fractions,
+                seeds=ev.seeds,
+                protocols=probes,  # type: ignore[arg-type]
+                k=ev.knn_k,
+                temperature=ev.knn_temperature,
+                progress=lambda text: status.update(f"evaluating: {text}"),
+            )
+            if ev.baselines:
+                rows += modality.raw_baseline(
+                    train_set,
+                    test_set,
+                    ev,
+                    probes,
+                    lambda text: status.update(f"evaluating: {text}"),
+                )
+    if "finetune" in ev.protocols:
+        rows += _finetune_rows(models, modality, train_set, test_set, ev, seed)
+    console.print(rows_table(rows, title=f"{name} on {data_spec} (test accuracy, %)"))
+    target = Path(out) if out else run_dir
+    text_spec = cfg.data.name if cfg else data_spec
+    extra = modality.extra_evaluation(models, text_spec, run_dir, options, ev)
+    for file_name, extra_rows in extra.items():
+        for row in extra_rows:
+            console.print(_extra_line(row))
+        if target is not None:
+            target.mkdir(parents=True, exist_ok=True)
+            (target / file_name).write_text(json.dumps(extra_rows, indent=2))
+    if target is not None:
+        target.mkdir(parents=True, exist_ok=True)
+        write_eval_json(rows, target / "eval.json")
+        if ev.report:
+            with console.status("writing report.html (t-SNE map)"):
+                path = write_report(
+                    target / "report.html",
+                    title=f"selfsup: {name} on {data_spec}",
+                    rows=rows,
+                    metrics_csv=_file(run_dir, "metrics.csv"),
+                    embeddings=sets[name].test_x.numpy(),
+                    embedding_labels=test_y.numpy(),
+                    class_names=test_set.class_names,
+                    config_text=(
+                        p.read_text() if (p := _file(run_dir, "config.yaml")) is not None else None
+                    ),
+                )
+            console.print(f"report: {path}")
+    return rows
+
+
+def _extra_line(row: dict[str, Any]) -> str:
+    """One printed line of a modality's further result (``encoder: perplexity 41.2 on fortunes``)."""
+    measures = [k for k in row if k not in ("encoder", "data") and isinstance(row[k], float)]
+    first = measures[0] if measures else None
+    value = f"{first} {row[first]:.1f}" if first else json.dumps(row)
+    return f"{row.get('encoder')}: {value} on {row.get('data')}"
+
+
+def _file(folder: Path | None, name: str) -> Path | None:
+    return folder / name if folder is not None and (folder / name).is_file() else None
+
+
+def _data_modality(encoder: nn.Module, data_spec: str) -> Modality:
+    """The modality of ``data_spec``, checked against what ``encoder`` reads."""
+    modality = modality_of_data(data_spec)
+    reads = modality_of_encoder(encoder, fallback=modality)
+    if reads is not modality:
+        raise SelfsupError(
+            f"the encoder reads {reads.name} but {data_spec!r} is {modality.name} data: "
+            f"pass --data with {reads.name} data"
+        )
+    return modality
+
+
+def _labelled(
+    modality: Modality, spec: str, split: str, folder: Path | None, options: dict[str, Any]
+) -> Any:
+    dataset = modality.load(spec, split, folder=folder, **options)  # type: ignore[arg-type]
+    if not dataset.has_labels:
+        raise SelfsupError(
+            f"data set {spec!r} has no labels, so it cannot be evaluated: pass --data with a "
+            "labelled set (images: a folder with one subfolder per class, an npz with 'labels', "
+            "digits or fashion-mnist; text: fortunes, or text:FILE.jsonl with a label field)"
+        )
+    return dataset
+
+
+def _finetune_rows(
+    models: dict[str, nn.Module],
+    modality: Modality,
+    train_set: Any,
+    test_set: Any,
+    ev: EvalConfig,
+    seed: int,
+) -> list[dict[str, Any]]:
+    """Fine-tune each encoder with a linear head at each of ``ev.finetune_fractions``."""
+    from selfsup.config import parse_duration
+    from selfsup.evaluate.features import stream_inputs
+    from selfsup.evaluate.finetune import finetune
+    from selfsup.evaluate.protocol import class_balanced_subset, result_row
+
+    max_time = parse_duration(ev.finetune_max_time) if ev.finetune_max_time else None
+    train_x, train_y = stream_inputs(train_set, modality.input_key, ev.batch_size)
+    test_x, test_y = stream_inputs(test_set, modality.input_key, ev.batch_size)
+    rows = []
+    for name, model in models.items():
+        for fraction in ev.finetune_fractions:
+            subset = torch.as_tensor(class_balanced_subset(train_y.numpy(), fraction, seed))
+            with console.status(f"fine-tuning {name} on {fraction:.0%} of the labels") as status:
+                result = finetune(
+                    model,
+                    train_x[subset],
+                    train_y[subset],
+                    test_x,
+                    test_y,
+                    num_classes=int(train_y.max()) + 1,
+                    prepare=modality.to_input(model),
+                    augment=modality.finetune_augment,
+                    epochs=ev.finetune_epochs,
+                    max_time=max_time,
+                    lr=ev.finetune_lr,
+                    layer_decay=ev.finetune_layer_decay if ev.finetune_layer_decay < 1 else None,
+                    batch_size=ev.finetune_batch_size,
+                    head_init=ev.finetune_head,
+                    seed=seed,
+                    progress=lambda text, name=name: status.update(f"fine-tuning {name}: {text}"),
+                )
+            rows.append(
+                result_row(
+                    name,
+                    "finetune",
+                    fraction,
+                    [result["accuracy"]],
+                    num_train=int(len(subset)),
+                    num_test=int(len(test_y)),
+                    epochs=result["epochs"],
+                    seconds=result["seconds"],
+                )
+            )
+    return rows
+
+
+def random_init_encoder(encoder: nn.Module, seed: int) -> nn.Module:
+    """The same architecture at the initialisation a fresh run with ``seed`` would draw."""
+    from selfsup.encoders import build_encoder
+
+    build_args = getattr(encoder, "build_args", None)
+    if build_args is None:
+        fresh = copy.deepcopy(encoder)
+        for module in fresh.modules():
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+        return fresh
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return build_encoder(**build_args).eval()
+
+
+def embed(
+    run: str | Path,
+    data: str,
+    split: str = "test",
+    out: str | Path | None = None,
+    batch_size: int = 512,
+) -> np.ndarray:
+    """Features (N, D) of a data set under an exported encoder; saved as ``.npy`` when ``out``
+    is given (with ``.labels.npy`` beside it when the data has labels)."""
+    spec = read_spec(run)
+    encoder = load_encoder(run)
+    folder = Path(run).parent if Path(run).is_file() else Path(run)
+    modality = _data_modality(encoder, data)
+    dataset = modality.load(data, split, folder=folder, **modality.eval_options(spec, None))  # type: ignore[arg-type]
+    modality.check_encoder(encoder, dataset, data)
+    features = extract_features(encoder, dataset, batch_size).numpy()
+    if out is not None:
+        np.save(out, features)
+        if dataset.has_labels:
+            np.save(Path(out).with_suffix(".labels.npy"), labels_of(dataset).numpy())
+    return features

@@ -1,0 +1,149 @@
+"""Images: uint8 (C, H, W) samples, batches ``{"image": uint8 (B, C, H, W)}``.
+
+Sources are in ``selfsup.data.sources``; the encoder input is the batch scaled to [0, 1] and
+normalised (``selfsup.views.prepare``); the raw-input baseline is the pixels themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor, nn
+
+from selfsup.data.loader import collate_samples
+from selfsup.data.sources import DATASETS, guess_image_spec, load_images
+from selfsup.errors import SelfsupError
+
+if TYPE_CHECKING:
+    from selfsup.config import DataConfig, EvalConfig, RunConfig
+    from selfsup.data.info import DataInfo
+
+MAX_IMAGE_SIZE = 4096
+"""Largest ``data.image_size``: every image is decoded at this size, so a typo such as
+100000 would ask for terabytes before the first step."""
+
+
+def _finetune_augment(x: Tensor) -> Tensor:
+    from selfsup.evaluate.finetune import image_finetune_augment
+
+    return image_finetune_augment(x)
+
+
+class ImageModality:
+    name = "image"
+    input_key = "image"
+    sources = DATASETS
+    default_encoder = "convnet"
+    finetune_augment: Callable[[Tensor], Tensor] | None = staticmethod(_finetune_augment)
+
+    def guess(self, spec: str) -> str | None:
+        return guess_image_spec(spec)
+
+    def check_data(self, data: DataConfig) -> None:
+        size = data.image_size
+        if size is not None and not 1 <= size <= MAX_IMAGE_SIZE:
+            raise SelfsupError(
+                f"data.image_size must lie between 1 and {MAX_IMAGE_SIZE} pixels, got {size}"
+            )
+
+    def prepare_run(self, data: DataConfig, run_dir: Path) -> None:
+        return None  # images need nothing trained before the workers start
+
+    def load(self, spec: str, split: Any, *, folder: Path | None = None, **options: Any) -> Any:
+        del folder  # images need nothing from the run folder
+        return load_images(spec, split, **options)
+
+    def run_options(self, data: DataConfig) -> dict[str, Any]:
+        return {"skip_bad": data.skip_bad, "image_size": data.image_size}
+
+    def eval_options(self, export: dict[str, Any], data: DataConfig | None) -> dict[str, Any]:
+        return {"image_size": data.image_size if data else export.get("image_size")}
+
+    def data_info(self, dataset: Any, cfg: RunConfig, folder: Path) -> dict[str, Any]:
+        return {
+            "channels": dataset.channels,
+            "image_size": dataset.image_size[0],
+            "channels_last": cfg.train.channels_last,
+        }
+
+    def encoder_inputs(self, info: DataInfo) -> dict[str, Any]:
+        return {"in_channels": info.channels, "image_size": info.image_size}
+
+    def export(self, info: DataInfo, folder: Path) -> dict[str, Any]:
+        from selfsup.views.image import MEAN, STD
+
+        return {
+            "image_size": info.image_size,
+            "channels": info.channels,
+            "input": {"dtype": "uint8 image scaled to [0, 1]", "mean": MEAN, "std": STD},
+        }
+
+    def to_input(self, encoder: nn.Module) -> Callable[[Tensor], Tensor]:
+        from selfsup.views import prepare
+
+        channels = (getattr(encoder, "build_args", None) or {}).get("in_channels")
+
+        def to_input(x: Tensor) -> Tensor:
+            return x if x.is_floating_point() else prepare(x, channels=channels)
+
+        return to_input
+
+    def check_encoder(self, encoder: nn.Module, dataset: Any, spec: str) -> None:
+        expected = (getattr(encoder, "build_args", None) or {}).get("in_channels")
+        if expected is not None and dataset.channels != expected:
+            raise SelfsupError(
+                f"{spec!r} has {dataset.channels}-channel images but the encoder expects "
+                f"{expected}: pass --data with images like the run's"
+            )
+
+    def collate(self, samples: Sequence[dict[str, Tensor]]) -> dict[str, Tensor]:
+        return collate_samples(samples)
+
+    def raw_baseline(
+        self,
+        train: Any,
+        test: Any,
+        ev: EvalConfig,
+        probes: list[str],
+        progress: Callable[[str], None],
+    ) -> list[dict[str, Any]]:
+        """Linear probe and kNN on the pixels scaled to [0, 1], flattened."""
+        from selfsup.evaluate.features import stream_inputs
+        from selfsup.evaluate.protocol import FeatureSet, evaluate_features
+
+        def pixels(dataset: Any) -> tuple[Tensor, Tensor]:
+            x, y = stream_inputs(dataset, self.input_key, ev.batch_size)
+            return x.flatten(1).float() / 255, y
+
+        train_x, train_y = pixels(train)
+        test_x, test_y = pixels(test)
+        return evaluate_features(
+            {"raw": FeatureSet(train_x, train_y, test_x, test_y)},
+            fractions=ev.label_fractions,
+            seeds=ev.seeds,
+            protocols=probes,  # type: ignore[arg-type]
+            k=ev.knn_k,
+            temperature=ev.knn_temperature,
+            progress=progress,
+        )
+
+    def extra_evaluation(
+        self,
+        models: dict[str, nn.Module],
+        spec: str,
+        folder: Path | None,
+        options: dict[str, Any],
+        ev: EvalConfig,
+    ) -> dict[str, list[dict[str, Any]]]:
+        return {}
+
+    def tiny_batch(self, batch_size: int, seed: int = 0) -> dict[str, Tensor]:
+        g = torch.Generator().manual_seed(seed)
+        images = torch.randint(0, 256, (batch_size, 1, 8, 8), generator=g, dtype=torch.uint8)
+        return {"image": images, "label": torch.arange(batch_size) % 2}
+
+
+IMAGE = ImageModality()

@@ -1,0 +1,238 @@
+"""Text: strings tokenized by the run's own tokenizer, batches ``{"tokens": int64 (B, L)}``.
+
+A text run owns its tokenizer: trained once on the training texts before the worker
+processes start and saved as ``tokenizer.json`` in the run folder (and beside the exported
+encoder), so evaluation, ``embed`` and ``generate`` tokenize exactly as pretraining did.
+Rows are ``[CLS] tokens [SEP] [PAD]...`` padded to ``max_length``; the raw-input baseline is
+TF-IDF; a causal language model also earns its perplexity on the held-out text.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor, nn
+
+from selfsup.data.text import TEXT_DATASETS, TextDataset, load_texts
+from selfsup.data.tokenizer import (
+    PAD_ID,
+    TOKENIZER_FILE,
+    find_tokenizer,
+    run_tokenizer,
+    special_ids,
+)
+from selfsup.errors import SelfsupError
+
+if TYPE_CHECKING:
+    from selfsup.config import DataConfig, EvalConfig, RunConfig
+    from selfsup.data.info import DataInfo
+
+MAX_TOKENS = 65536
+
+
+class TextModality:
+    name = "text"
+    input_key = "tokens"
+    sources = TEXT_DATASETS
+    default_encoder = "transformer-tiny"
+    finetune_augment: Callable[[Tensor], Tensor] | None = None
+
+    def guess(self, spec: str) -> str | None:
+        path = Path(spec).expanduser()
+        return f"did you mean text:{spec}?" if path.is_file() else None
+
+    def check_data(self, data: DataConfig) -> None:
+        if not 3 <= data.max_length <= MAX_TOKENS:
+            raise SelfsupError(
+                f"data.max_length must lie between 3 and {MAX_TOKENS} tokens, got {data.max_length}"
+            )
+        if data.vocab_size < 16:
+            raise SelfsupError(f"data.vocab_size must be at least 16, got {data.vocab_size}")
+
+    def prepare_run(self, data: DataConfig, run_dir: Path) -> None:
+        from selfsup.engine.progress import console
+
+        with console.status("training the tokenizer"):
+            run_tokenizer(data.name, run_dir, kind=data.tokenizer, vocab_size=data.vocab_size)
+
+    def load(self, spec: str, split: Any, *, folder: Path | None = None, **options: Any) -> Any:
+        """Tokenized with the tokenizer in ``folder`` (the run or export folder)."""
+        options.pop("skip_bad", None)  # a text source has no files to skip one by one
+        if folder is None:
+            raise SelfsupError(
+                f"text data {spec!r} needs a tokenizer: evaluate a text encoder from its run "
+                f"or export folder (it holds {TOKENIZER_FILE})"
+            )
+        return TextDataset(load_texts(spec, split), find_tokenizer(folder), **options)
+
+    def run_options(self, data: DataConfig) -> dict[str, Any]:
+        return {"max_length": data.max_length, "skip_bad": data.skip_bad}
+
+    def eval_options(self, export: dict[str, Any], data: DataConfig | None) -> dict[str, Any]:
+        max_length = export.get("max_length") or (data.max_length if data else None)
+        return {"max_length": max_length or 128}
+
+    def data_info(self, dataset: Any, cfg: RunConfig, folder: Path) -> dict[str, Any]:
+        return {
+            "vocab_size": dataset.tokenizer.get_vocab_size(),
+            "max_length": cfg.data.max_length,
+            "tokenizer": dataset.tokenizer,
+        }
+
+    def encoder_inputs(self, info: DataInfo) -> dict[str, Any]:
+        return {"vocab_size": info.vocab_size, "max_length": info.max_length, "pad_id": PAD_ID}
+
+    def export(self, info: DataInfo, folder: Path) -> dict[str, Any]:
+        from selfsup.data.tokenizer import save_tokenizer
+
+        folder.mkdir(parents=True, exist_ok=True)
+        save_tokenizer(info.tokenizer, folder / TOKENIZER_FILE)
+        return {
+            "max_length": info.max_length,
+            "input": {
+                "dtype": f"int64 token ids: [CLS] text [SEP] then [PAD] (id {PAD_ID})",
+                "tokenizer": TOKENIZER_FILE,
+            },
+        }
+
+    def to_input(self, encoder: nn.Module) -> Callable[[Tensor], Tensor]:
+        return lambda tokens: tokens
+
+    def check_encoder(self, encoder: nn.Module, dataset: Any, spec: str) -> None:
+        vocab = (getattr(encoder, "build_args", None) or {}).get("vocab_size")
+        if vocab is not None and dataset.vocab_size > vocab:
+            raise SelfsupError(
+                f"{spec!r} was tokenized with {dataset.vocab_size} ids but the encoder knows "
+                f"{vocab}: use the tokenizer.json of the encoder's run"
+            )
+
+    def collate(self, samples: Sequence[dict[str, Tensor]]) -> dict[str, Tensor]:
+        """Rows are padded to ``max_length`` when tokenized; the mask marks the [PAD]s."""
+        batch = {key: torch.stack([s[key] for s in samples]) for key in samples[0]}
+        batch["padding"] = batch[self.input_key] == PAD_ID  # (B, L)
+        return batch
+
+    def raw_baseline(
+        self,
+        train: Any,
+        test: Any,
+        ev: EvalConfig,
+        probes: list[str],
+        progress: Callable[[str], None],
+    ) -> list[dict[str, Any]]:
+        """TF-IDF (uni- and bigrams) + logistic regression with C chosen on held-out labels,
+        and TF-IDF kNN; rows marked ``features: tf-idf``."""
+        from selfsup.evaluate.features import texts_and_labels
+        from selfsup.evaluate.text import tfidf_label_efficiency
+
+        train_texts, train_y = texts_and_labels(train)
+        test_texts, test_y = texts_and_labels(test)
+        rows = tfidf_label_efficiency(
+            train_texts,
+            train_y,
+            test_texts,
+            test_y,
+            fractions=ev.label_fractions,
+            seeds=ev.seeds,
+            protocols=probes,
+            encoder="raw",
+            k=ev.knn_k,
+            temperature=ev.knn_temperature,
+            progress=lambda text: progress(f"TF-IDF baseline: {text}"),
+        )
+        return [{**row, "features": "tf-idf"} for row in rows]
+
+    def extra_evaluation(
+        self,
+        models: dict[str, nn.Module],
+        spec: str,
+        folder: Path | None,
+        options: dict[str, Any],
+        ev: EvalConfig,
+    ) -> dict[str, list[dict[str, Any]]]:
+        """Perplexity of a causal language model (and of its random init) on the held-out
+        split of ``spec``."""
+        from selfsup.encoders.transformer import lm_logits
+        from selfsup.evaluate.text import perplexity
+
+        first = next(iter(models.values()))
+        if not getattr(first, "causal", False) or folder is None:
+            return {}
+        tokens = self.load(spec, "test", folder=folder, **options).as_tensor()
+        rows = []
+        for label, model in models.items():
+            model.eval()
+            with torch.no_grad():
+                result = perplexity(
+                    lambda t, model=model: lm_logits(model, t),
+                    tokens,
+                    pad_id=PAD_ID,
+                    batch_size=max(1, ev.batch_size // 4),
+                )
+            rows.append({"encoder": label, "data": spec, **result})
+        return {"perplexity.json": rows}
+
+    def tiny_batch(self, batch_size: int, seed: int = 0) -> dict[str, Tensor]:
+        g = torch.Generator().manual_seed(seed)
+        tokens = torch.randint(5, 64, (batch_size, 12), generator=g)  # ids above the specials
+        tokens[:, 0], tokens[:, -1] = 2, 3  # [CLS] ... [SEP]
+        tokens[: batch_size // 2, 8:11] = PAD_ID
+        tokens[: batch_size // 2, 8] = 3
+        return {"tokens": tokens, "label": torch.arange(batch_size) % 2}
+
+
+def generate_text(
+    run: str | Path,
+    prompt: str = "",
+    *,
+    num: int = 1,
+    max_new_tokens: int = 60,
+    temperature: float = 0.8,
+    top_k: int | None = 40,
+    seed: int = 0,
+) -> list[str]:
+    """``num`` continuations of ``prompt`` sampled from a causal language model (a ``clm``
+    run): temperature 0 is greedy, ``top_k`` keeps the k likeliest tokens at each step."""
+    from selfsup.data.tokenizer import decode
+    from selfsup.encoders.transformer import lm_logits
+    from selfsup.evaluate.generate import generate
+    from selfsup.export import load_encoder
+
+    for label, value, low in [("num", num, 1), ("max_new_tokens", max_new_tokens, 1)]:
+        if value < low:
+            raise SelfsupError(f"{label} must be a positive number, got {value}")
+    if not (temperature >= 0 and math.isfinite(temperature)):
+        raise SelfsupError(f"temperature must be 0 (greedy) or positive, got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise SelfsupError(f"top_k must be a positive number (or 0/None for all), got {top_k}")
+    folder = Path(run).parent if Path(run).is_file() else Path(run)
+    encoder = load_encoder(folder)
+    if not getattr(encoder, "causal", False):
+        raise SelfsupError(
+            f"{str(run)!r} holds a bidirectional encoder, not a language model that can write: "
+            "train one with --method clm --encoder gpt-tiny"
+        )
+    tokenizer = find_tokenizer(folder)
+    ids = special_ids(tokenizer)
+    prompt_ids = [ids["[CLS]"], *tokenizer.encode(prompt, add_special_tokens=False).ids]
+    max_length = int(encoder.build_args["max_length"])
+    start = torch.tensor([prompt_ids[-max_length:]] * num)  # (num, L0)
+    with torch.no_grad():
+        out = generate(
+            lambda tokens: lm_logits(encoder, tokens),
+            start,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_k=top_k,
+            eos_id=ids["[SEP]"],
+            max_length=max_length,
+            generator=torch.Generator().manual_seed(seed),
+        )
+    return [decode(tokenizer, row.tolist()) for row in out]
+
+
+TEXT = TextModality()
