@@ -406,7 +406,13 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     obj = cls(**kwargs)
     check = getattr(obj, "validate", None)
     if check is not None:
-        check()
+        try:
+            check()
+        except SelfsupError as error:  # name the section the value was read from
+            message = str(error)
+            raise SelfsupError(
+                message if message.startswith(prefix) else prefix + message
+            ) from None
     return obj
 
 

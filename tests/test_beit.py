@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from selfsup.data.info import DataInfo
 from selfsup.encoders import build_encoder
 from selfsup.encoders.vq import VectorQuantizerEMA, VQTokenizer
+from selfsup.errors import SelfsupError
 from selfsup.methods.beit import MIM_PHASE, TOKENIZER_PHASE, BEiT, BEiTConfig
 
 SIZE = 16
@@ -343,12 +344,12 @@ def test_beit_learns_on_a_fixed_batch():
         ({"commitment": -1.0}, "commitment"),
     ],
 )
-def test_bad_arguments_are_value_errors(args, message):
-    with pytest.raises(ValueError, match=message):
+def test_bad_arguments_are_clear_errors(args, message):
+    with pytest.raises(SelfsupError, match=message):
         tiny_beit(**args)
 
 
 def test_beit_needs_a_vit():
     convnet = build_encoder("convnet", in_channels=1, image_size=SIZE, width=8)
-    with pytest.raises(ValueError, match="ViT"):
+    with pytest.raises(SelfsupError, match="ViT"):
         BEiT(BEiTConfig(), convnet, DataInfo(channels=1, image_size=SIZE))

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from selfsup import distributed
+from selfsup.errors import SelfsupError
 
 
 class VectorQuantizerEMA(nn.Module):
@@ -74,17 +75,17 @@ class VectorQuantizerEMA(nn.Module):
     ) -> None:
         super().__init__()
         if num_codes < 2 or code_dim < 1:
-            raise ValueError(
+            raise SelfsupError(
                 f"need num_codes >= 2 and code_dim >= 1, got {num_codes} and {code_dim}"
             )
         if not 0.0 <= decay < 1.0:
-            raise ValueError(f"codebook decay must lie in [0, 1) (0.99 works well), got {decay}")
+            raise SelfsupError(f"codebook decay must lie in [0, 1) (0.99 works well), got {decay}")
         if commitment < 0:
-            raise ValueError(
+            raise SelfsupError(
                 f"commitment cost must be 0 or more (the paper's 0.25), got {commitment}"
             )
         if dead_after < 1:
-            raise ValueError(f"dead_after must be a positive number of steps, got {dead_after}")
+            raise SelfsupError(f"dead_after must be a positive number of steps, got {dead_after}")
         self.num_codes = num_codes
         self.code_dim = code_dim
         self.commitment = commitment
@@ -255,7 +256,7 @@ class VQTokenizer(nn.Module):
     ) -> None:
         super().__init__()
         if channels < 1 or patch_size < 1 or width < 1:
-            raise ValueError(
+            raise SelfsupError(
                 f"need channels, patch_size and width >= 1, got {channels}, {patch_size}, {width}"
             )
         self.channels = channels
@@ -274,7 +275,7 @@ class VQTokenizer(nn.Module):
         """(B, C, H, W) -> (B, D, H/p, W/p)."""
         p = self.patch_size
         if x.ndim != 4 or x.shape[1] != self.channels or x.shape[2] % p or x.shape[3] % p:
-            raise ValueError(
+            raise SelfsupError(
                 f"the tokenizer takes (B, {self.channels}, H, W) images with H and W multiples "
                 f"of {p}, got {tuple(x.shape)}"
             )
@@ -293,7 +294,7 @@ class VQTokenizer(nn.Module):
         normalised space the tokenizer was trained on."""
         gh, gw = (grid, grid) if isinstance(grid, int) else grid
         if codes.ndim != 2 or codes.shape[1] != gh * gw:
-            raise ValueError(f"codes of shape {tuple(codes.shape)} do not fill a {gh}×{gw} grid")
+            raise SelfsupError(f"codes of shape {tuple(codes.shape)} do not fill a {gh}×{gw} grid")
         e = self.quantizer.codebook[codes]  # (B, N, D)
         z = e.transpose(1, 2).reshape(codes.shape[0], -1, gh, gw)  # (B, D, gh, gw)
         return self.decoder(z)

@@ -40,6 +40,7 @@ from selfsup.contracts import IGNORE_INDEX
 from selfsup.data.info import DataInfo
 from selfsup.encoders.vq import VQTokenizer
 from selfsup.engine.teacher import make_teacher
+from selfsup.errors import SelfsupError
 from selfsup.losses.mlm import MaskedTokenLoss
 from selfsup.views import ImageAugment, ImageViews
 from selfsup.views.masking import block_mask
@@ -91,6 +92,20 @@ class BEiTConfig:
     view goes to the tokenizer and the ViT. For ≤ 32 px images a crop scale of 0.2-1 keeps
     more of the object."""
 
+    def validate(self) -> None:
+        if not 0 < self.mask_ratio < 1:
+            raise SelfsupError(
+                f"mask_ratio must lie in (0, 1) (the paper's 0.4), got {self.mask_ratio}"
+            )
+        if not 0 < self.tokenizer_fraction < 1:
+            raise SelfsupError(
+                f"tokenizer_fraction must lie in (0, 1) (0.2 works), got {self.tokenizer_fraction}"
+            )
+        if self.num_codes < 2:
+            raise SelfsupError(f"num_codes must be at least 2 (512 works), got {self.num_codes}")
+        if self.min_block is not None and self.min_block < 1:
+            raise SelfsupError(f"min_block must be at least 1 patch, got {self.min_block}")
+
 
 class BEiT(nn.Module):
     phase: Tensor
@@ -98,25 +113,14 @@ class BEiT(nn.Module):
     def __init__(self, cfg: BEiTConfig, encoder: nn.Module, info: DataInfo) -> None:
         super().__init__()
         if not hasattr(encoder, "patch_size") or not hasattr(encoder, "forward_tokens"):
-            raise ValueError("beit needs a ViT encoder (e.g. --encoder vit-tiny)")
-        if not 0 < cfg.mask_ratio < 1:
-            raise ValueError(
-                f"mask_ratio must lie in (0, 1) (the paper's 0.4), got {cfg.mask_ratio}"
-            )
-        if not 0 < cfg.tokenizer_fraction < 1:
-            raise ValueError(
-                f"tokenizer_fraction must lie in (0, 1) (0.2 works), got {cfg.tokenizer_fraction}"
-            )
-        if cfg.num_codes < 2:
-            raise ValueError(f"num_codes must be at least 2 (512 works), got {cfg.num_codes}")
-        if cfg.min_block is not None and cfg.min_block < 1:
-            raise ValueError(f"min_block must be at least 1 patch, got {cfg.min_block}")
+            raise SelfsupError("beit needs a ViT encoder (e.g. --encoder vit-tiny)")
+        cfg.validate()
         self.cfg = cfg
         self.encoder = encoder
         self.patch = int(encoder.patch_size)  # type: ignore[arg-type]
         self.grid = info.image_size // self.patch
         if self.grid < 2:
-            raise ValueError(
+            raise SelfsupError(
                 f"block masking needs a patch grid of at least 2×2, and {info.image_size} px "
                 f"images with patch {self.patch} give {self.grid}×{self.grid}: use a smaller patch_size"
             )

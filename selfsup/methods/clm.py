@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from selfsup.data.info import DataInfo
 from selfsup.data.tokenizer import special_ids
 from selfsup.encoders.transformer import check_token_encoder, lm_logits
+from selfsup.errors import SelfsupError
 
 __all__ = ["CLM", "CLMConfig", "lm_logits"]
 
@@ -33,9 +34,9 @@ class CLM(nn.Module):
         super().__init__()
         check_token_encoder(encoder, "clm")
         if info.modality != "text":
-            raise ValueError("clm needs text data (--data fortunes, gcide or text:PATH)")
+            raise SelfsupError("clm needs text data (--data fortunes, gcide or text:PATH)")
         if not getattr(encoder, "causal", False):
-            raise ValueError(
+            raise SelfsupError(
                 "clm needs a causal encoder, or every position would see its target: use "
                 "--encoder gpt-tiny (or --set encoder_args.causal=true)"
             )

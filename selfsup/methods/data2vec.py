@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from selfsup.data.info import DataInfo
 from selfsup.data.tokenizer import special_ids
 from selfsup.engine.teacher import ema_update, linear_warmup, make_teacher
+from selfsup.errors import SelfsupError
 from selfsup.losses.data2vec import Data2VecLoss, data2vec_targets
 from selfsup.views import ImageAugment, ImageViews
 from selfsup.views.masking import bert_mask, block_mask
@@ -61,12 +62,16 @@ class Data2VecConfig:
     )
     """Images: the one view both networks see (the paper: random resized crop + flip)."""
 
+    def validate(self) -> None:
+        if not 0 < self.mask_ratio < 1 or not 0 < self.text_mask_prob < 1:
+            raise SelfsupError("mask_ratio and text_mask_prob must lie in (0, 1)")
+
 
 class Data2Vec(nn.Module):
     def __init__(self, cfg: Data2VecConfig, encoder: nn.Module, info: DataInfo) -> None:
         super().__init__()
         if not hasattr(encoder, "forward_layers") or not hasattr(encoder, "blocks"):
-            raise ValueError(
+            raise SelfsupError(
                 "data2vec needs a transformer encoder with forward_layers (vit-tiny for images, "
                 "transformer-tiny for text)"
             )
@@ -75,11 +80,10 @@ class Data2Vec(nn.Module):
         share = 10 / 12 if self.text else 6 / 12
         self.top_k = cfg.top_k or max(1, round(depth * share))
         if not 1 <= self.top_k <= depth:
-            raise ValueError(
+            raise SelfsupError(
                 f"top_k must lie between 1 and the encoder depth {depth}, got {cfg.top_k}"
             )
-        if not 0 < cfg.mask_ratio < 1 or not 0 < cfg.text_mask_prob < 1:
-            raise ValueError("mask_ratio and text_mask_prob must lie in (0, 1)")
+        cfg.validate()
         self.cfg = cfg
         self.momentum = (
             cfg.momentum if cfg.momentum is not None else (0.999 if self.text else 0.9998)

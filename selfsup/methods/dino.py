@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from selfsup import distributed
 from selfsup.data.info import DataInfo
 from selfsup.engine.teacher import cosine_momentum, ema_update, linear_warmup, make_teacher
+from selfsup.errors import SelfsupError
 from selfsup.losses.dino import DINOLoss
 from selfsup.views import ImageAugment
 from selfsup.views.multicrop import MultiCropViews, local_crop_size
@@ -67,6 +68,12 @@ class DINOConfig:
     )
     """Recipe of the local crops; ``output_size`` None = 96/224 of the image side, a multiple
     of the ViT patch size, 4 px at least (12 px for 28 px images)."""
+
+    def validate(self) -> None:
+        if self.head_layers < 2:
+            raise SelfsupError(
+                f"head_layers must be 2 or more (3 in the paper), got {self.head_layers}"
+            )
 
 
 class DINOHead(nn.Module):

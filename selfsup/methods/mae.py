@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from selfsup.data.info import DataInfo
 from selfsup.encoders.vit import Block
+from selfsup.errors import SelfsupError
 from selfsup.losses.mae import MAELoss
 from selfsup.views import ImageAugment, ImageViews
 from selfsup.views.masking import random_patch_mask
@@ -44,18 +45,26 @@ class MAEConfig:
     )
     """The paper's only augmentation: random resized crop (scale 0.2-1) and flip."""
 
+    def validate(self) -> None:
+        if not 0 < self.mask_ratio < 1:
+            raise SelfsupError(f"mask_ratio must lie in (0, 1), got {self.mask_ratio}")
+        if self.decoder_dim % self.decoder_heads:
+            raise SelfsupError(
+                f"decoder_dim {self.decoder_dim} is not divisible by decoder_heads "
+                f"{self.decoder_heads}"
+            )
+        if self.decoder_dim % 4:
+            raise SelfsupError(
+                f"decoder_dim must be a multiple of 4 for 2-D sin-cos positions, got {self.decoder_dim}"
+            )
+
 
 class MAE(nn.Module):
     def __init__(self, cfg: MAEConfig, encoder: nn.Module, info: DataInfo) -> None:
         super().__init__()
         if not hasattr(encoder, "patch_size") or not hasattr(encoder, "forward_tokens"):
-            raise ValueError("mae needs a ViT encoder (e.g. --encoder vit-tiny)")
-        if not 0 < cfg.mask_ratio < 1:
-            raise ValueError(f"mask_ratio must lie in (0, 1), got {cfg.mask_ratio}")
-        if cfg.decoder_dim % cfg.decoder_heads:
-            raise ValueError(
-                f"decoder_dim {cfg.decoder_dim} is not divisible by decoder_heads {cfg.decoder_heads}"
-            )
+            raise SelfsupError("mae needs a ViT encoder (e.g. --encoder vit-tiny)")
+        cfg.validate()
         self.cfg = cfg
         self.encoder = encoder
         self.patch = encoder.patch_size

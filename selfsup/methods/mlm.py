@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from selfsup.data.info import DataInfo
 from selfsup.data.tokenizer import special_ids, word_start_table
 from selfsup.encoders.transformer import check_token_encoder
+from selfsup.errors import SelfsupError
 from selfsup.losses.mlm import MaskedTokenLoss
 from selfsup.views.masking import bert_mask
 
@@ -34,6 +35,17 @@ class MLMConfig:
     """Select whole words (all their sub-word tokens together) rather than single tokens:
     harder, and better for downstream tasks with WordPiece vocabularies (BERT's WWM models)."""
 
+    def validate(self) -> None:
+        if not 0 < self.select_prob < 1:
+            raise SelfsupError(f"select_prob must lie in (0, 1), got {self.select_prob}")
+        if not (
+            self.mask_prob >= 0 and self.random_prob >= 0 and self.mask_prob + self.random_prob <= 1
+        ):
+            raise SelfsupError(
+                "mask_prob and random_prob must be >= 0 and sum to at most 1 (BERT: 0.8 and "
+                f"0.1), got {self.mask_prob} and {self.random_prob}"
+            )
+
 
 class MLM(nn.Module):
     """Encoder + BERT's prediction head (dense, GELU, LayerNorm, then the token embedding
@@ -41,12 +53,12 @@ class MLM(nn.Module):
 
     def __init__(self, cfg: MLMConfig, encoder: nn.Module, info: DataInfo) -> None:
         super().__init__()
-        _check_probabilities(cfg)
+        cfg.validate()
         check_token_encoder(encoder, "mlm")
         if info.modality != "text":
-            raise ValueError("mlm needs text data (--data fortunes, gcide or text:PATH)")
+            raise SelfsupError("mlm needs text data (--data fortunes, gcide or text:PATH)")
         if getattr(encoder, "causal", False):
-            raise ValueError(
+            raise SelfsupError(
                 "mlm needs a bidirectional encoder, got a causal one: use --encoder "
                 "transformer-tiny (or clm for causal models)"
             )
@@ -89,13 +101,3 @@ class MLM(nn.Module):
 
     def on_step_end(self, progress: float) -> None:
         del progress  # no schedules
-
-
-def _check_probabilities(cfg: MLMConfig) -> None:
-    if not 0 < cfg.select_prob < 1:
-        raise ValueError(f"select_prob must lie in (0, 1), got {cfg.select_prob}")
-    if not (cfg.mask_prob >= 0 and cfg.random_prob >= 0 and cfg.mask_prob + cfg.random_prob <= 1):
-        raise ValueError(
-            "mask_prob and random_prob must be >= 0 and sum to at most 1 (BERT: 0.8 and 0.1), "
-            f"got {cfg.mask_prob} and {cfg.random_prob}"
-        )

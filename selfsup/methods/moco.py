@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from selfsup.data.info import DataInfo
 from selfsup.engine.teacher import ema_update, make_teacher
+from selfsup.errors import SelfsupError
 from selfsup.heads import mlp
 from selfsup.losses import InfoNCELoss, KeyQueue
 from selfsup.views import ImageAugment, ImageViews
@@ -55,12 +56,15 @@ class MoCoV2Config:
     augment: ImageAugment = field(default_factory=ImageAugment)
     """MoCo v2 uses SimCLR's recipe (crops, jitter, grayscale, blur, flip): the defaults."""
 
+    def validate(self) -> None:
+        if not 0.0 <= self.momentum <= 1.0:
+            raise SelfsupError(f"momentum must be in [0, 1], got {self.momentum}")
+
 
 class MoCoV2(nn.Module):
     def __init__(self, cfg: MoCoV2Config, encoder: nn.Module, info: DataInfo) -> None:
         super().__init__()
-        if not 0.0 <= cfg.momentum <= 1.0:
-            raise ValueError(f"momentum must be in [0, 1], got {cfg.momentum}")
+        cfg.validate()
         self.cfg = cfg
         self.encoder = encoder
         dim = encoder.embed_dim

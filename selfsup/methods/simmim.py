@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from torch import Tensor, nn
 
 from selfsup.data.info import DataInfo
+from selfsup.errors import SelfsupError
 from selfsup.losses.mae import unpatchify
 from selfsup.losses.simmim import SimMIMLoss
 from selfsup.views import ImageAugment, ImageViews
@@ -38,21 +39,24 @@ class SimMIMConfig:
     )
     """The paper's light augmentation: random resized crop (scale 0.67-1) and flip."""
 
+    def validate(self) -> None:
+        if not 0 < self.mask_ratio < 1:
+            raise SelfsupError(f"mask_ratio must lie in (0, 1), got {self.mask_ratio}")
+
 
 class SimMIM(nn.Module):
     def __init__(self, cfg: SimMIMConfig, encoder: nn.Module, info: DataInfo) -> None:
         super().__init__()
         if not hasattr(encoder, "patch_size") or not hasattr(encoder, "forward_tokens"):
-            raise ValueError("simmim needs a ViT encoder (e.g. --encoder vit-tiny)")
-        if not 0 < cfg.mask_ratio < 1:
-            raise ValueError(f"mask_ratio must lie in (0, 1), got {cfg.mask_ratio}")
+            raise SelfsupError("simmim needs a ViT encoder (e.g. --encoder vit-tiny)")
+        cfg.validate()
         self.cfg = cfg
         self.encoder = encoder
         self.patch = encoder.patch_size
         self.grid = info.image_size // self.patch
         if self.grid % cfg.mask_patch:
             divisors = [str(d) for d in range(1, self.grid + 1) if self.grid % d == 0]
-            raise ValueError(
+            raise SelfsupError(
                 f"mask_patch {cfg.mask_patch} does not divide the {self.grid}×{self.grid} patch "
                 f"grid: use one of {', '.join(divisors)}"
             )

@@ -87,8 +87,10 @@ class Modality(Protocol):
         """What ``build_encoder`` needs for this data (image: channels and size)."""
         ...
 
-    def export_fields(self, info: DataInfo) -> dict[str, Any]:
-        """What is exported beside the encoder: fields of encoder.yaml, and a ``tokenizer``."""
+    def export(self, info: DataInfo, folder: Path) -> dict[str, Any]:
+        """Write what is exported beside the encoder into ``folder`` (text: tokenizer.json) and
+        return the fields encoder.yaml gets: an ``input`` section saying how to feed the
+        encoder, and what loading data for it takes (image size; text length)."""
         ...
 
     def to_input(self, encoder: nn.Module) -> Callable[[Tensor], Tensor]:
