@@ -6,6 +6,10 @@ laptop and under DDP: with one process every function is the identity.
 
 from __future__ import annotations
 
+import os
+import socket
+from pathlib import Path
+
 import torch
 import torch.distributed as dist
 from torch import Tensor
@@ -47,3 +51,33 @@ def all_reduce_mean(x: Tensor) -> Tensor:
     y = x.detach().clone()
     dist.all_reduce(y)
     return y / world_size()
+
+
+def machine_id() -> str:
+    """Names the machine this process runs on: the kernel's boot id (containers on one host
+    share it, as they share its cores), else the host name."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return socket.gethostname()
+
+
+def processes_on_this_machine() -> int:
+    """How many processes of the group run on this machine, this one included; 1 in one process.
+
+    Counted, not inferred from ``--devices`` and ``--num-nodes``: two "nodes" may share a machine
+    (torchrun agents on the loopback address). A collective call: every process must make it.
+    """
+    if not is_distributed():
+        return 1
+    names: list[str | None] = [None] * world_size()
+    dist.all_gather_object(names, machine_id())
+    return names.count(machine_id())
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask, which taskset and container
+    CPU sets narrow), not all the machine's."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1

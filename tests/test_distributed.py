@@ -10,6 +10,7 @@ from lightning_fabric import Fabric
 from spawn import launch_two
 from torch import nn
 
+from selfsup import distributed
 from selfsup.losses import NTXentLoss
 
 BATCH, DIM = 16, 12
@@ -143,3 +144,19 @@ def test_every_batch_coupled_loss_under_two_processes_matches_one_process():
             )
         for key, value in expected.get("state", {}).items():
             np.testing.assert_allclose(got["state"][key], value, rtol=1e-5, atol=1e-7, err_msg=name)
+
+
+def _threads(fabric: Fabric) -> tuple[int, int]:
+    from selfsup.engine.loop import cpu_threads_per_process
+
+    return distributed.processes_on_this_machine(), cpu_threads_per_process()
+
+
+@pytest.mark.slow
+def test_processes_divide_the_cores_of_the_machine_they_share():
+    """The thread count comes from the processes counted on this machine, so any launch of two
+    processes here (one node, or two torchrun "nodes" on the loopback) computes alike."""
+    assert distributed.processes_on_this_machine() == 1  # one process: no group
+    processes, threads = launch_two(_threads)
+    assert processes == 2
+    assert threads == max(1, distributed.usable_cores() // 2)

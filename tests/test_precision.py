@@ -1,4 +1,5 @@
-"""bf16-mixed trains as well as float32 at equal steps, and what ``precision="auto"`` picks."""
+"""bf16-mixed trains as well as float32 at equal steps, what ``precision="auto"`` picks, and
+how ``$SELFSUP_AUTO_PRECISION`` overrides it on a CPU."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ import torch
 from lightning_fabric import Fabric
 
 from selfsup.api import extract_features, make_config
+from selfsup.cli import main
 from selfsup.data import load_images
 from selfsup.encoders import build_encoder
 from selfsup.engine import precision as prec
 from selfsup.engine import train
+from selfsup.errors import SelfsupError
 from selfsup.evaluate import knn_accuracy
 from selfsup.methods import DataInfo, build_method
 
@@ -52,6 +55,7 @@ def test_bf16_mixed_matches_float32_at_equal_steps(tmp_path):
 
 
 def test_auto_precision_follows_the_hardware(monkeypatch):
+    monkeypatch.delenv(prec.AUTO_PRECISION_ENV, raising=False)  # CI's second pass sets it
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(prec, "cpu_has_native_bf16", lambda: True)
     assert prec.resolve_precision("auto", "cpu") == "bf16-mixed"
@@ -61,3 +65,41 @@ def test_auto_precision_follows_the_hardware(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
     assert prec.resolve_precision("auto", "auto") == "bf16-mixed"
+
+
+@pytest.mark.parametrize("native", [True, False])
+@pytest.mark.parametrize("forced", ["bf16-mixed", "32-true"])
+def test_the_environment_decides_what_auto_means_on_a_cpu(monkeypatch, native, forced):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(prec, "cpu_has_native_bf16", lambda: native)
+    monkeypatch.setenv(prec.AUTO_PRECISION_ENV, forced)
+    assert prec.resolve_precision("auto", "cpu") == forced
+    assert prec.resolve_precision("auto", "auto") == forced
+    assert prec.native_cpu_precision() == ("bf16-mixed" if native else "32-true")
+    other = "32-true" if forced == "bf16-mixed" else "bf16-mixed"
+    assert prec.resolve_precision(other, "cpu") == other  # an explicit choice is kept
+    monkeypatch.setenv(prec.AUTO_PRECISION_ENV, "")  # set but empty: as if unset
+    assert prec.resolve_precision("auto", "cpu") == prec.native_cpu_precision()
+
+
+def test_the_environment_does_not_change_auto_on_a_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    monkeypatch.setenv(prec.AUTO_PRECISION_ENV, "32-true")
+    assert prec.resolve_precision("auto", "cuda") == "16-mixed"
+    assert prec.resolve_precision("auto", "cpu") == "32-true"  # a CPU run on that machine
+
+
+@pytest.mark.parametrize("value", ["bf16", "fp32", "16-mixed", "BF16-MIXED", " 32-true"])
+def test_a_wrong_auto_precision_is_a_one_line_error(monkeypatch, capsys, tmp_path, value):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv(prec.AUTO_PRECISION_ENV, value)
+    with pytest.raises(SelfsupError, match="SELFSUP_AUTO_PRECISION must be bf16-mixed or 32-true"):
+        prec.resolve_precision("auto", "cpu")
+    assert prec.resolve_precision("32-true", "cpu") == "32-true"  # not read unless auto
+    args = ["pretrain", "--data", "digits", "--max-steps", "1", "--no-eval"]
+    assert main([*args, "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: SELFSUP_AUTO_PRECISION"), err
+    assert repr(value) in err[0]
+    assert not (tmp_path / "r").exists()  # stopped before anything was written

@@ -11,7 +11,6 @@ import csv
 import functools
 import logging
 import math
-import os
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -127,6 +126,20 @@ def _replay_metrics(fabric: Fabric, run_dir: Path, upto_step: int) -> None:
     writer.save()
 
 
+def cpu_threads_per_process() -> int:
+    """The intra-op threads of each process of a multi-process CPU run: the cores divided among
+    the processes that really share this machine, as counted over the process group.
+
+    Processes on one CPU share its cores, and oversubscribed OpenMP threads spin and crawl. The
+    count also decides the numbers: kernels split their reductions by thread (channels-last
+    BatchNorm sums its statistics per thread), and under bf16 autocast a last-bit difference of
+    those sums flips the rounding of outputs to bf16. So two launches of the same processes on
+    one machine (two torchrun "nodes", or one node with two processes) use the same count and
+    train the same losses to the bit (``tests/test_multinode.py``).
+    """
+    return max(1, distributed.usable_cores() // distributed.processes_on_this_machine())
+
+
 def make_fabric(cfg: RunConfig, run_dir: Path | None) -> Fabric:
     accelerator = resolve_accelerator(cfg.train.accelerator)
     precision = resolve_precision(cfg.train.precision, accelerator)
@@ -175,9 +188,7 @@ def train(
     fabric.seed_everything(t.seed, verbose=False)
     world = fabric.world_size
     if fabric.device.type == "cpu" and fabric.world_size > 1:
-        # processes on one CPU share its cores; oversubscribed OpenMP threads spin and crawl
-        local = max(1, fabric.world_size // max(1, cfg.train.num_nodes))
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
+        torch.set_num_threads(cpu_threads_per_process())
     sampler = ResumableSampler(
         len(dataset),
         t.batch_size,
