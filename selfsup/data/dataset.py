@@ -28,8 +28,14 @@ TEXT_SOURCES = ("fortunes", "gcide", "text")
 
 
 def modality_of(spec: str) -> Modality:
-    """``"text"`` for ``fortunes``, ``gcide`` and ``text:PATH``; ``"image"`` otherwise."""
-    return "text" if spec.split(":", 1)[0] in TEXT_SOURCES else "image"
+    """``"text"`` for ``fortunes``, ``gcide`` and ``text:PATH``; ``"image"`` otherwise;
+    ``wds:`` shards say what they hold."""
+    prefix, _, argument = spec.partition(":")
+    if prefix.strip().lower() == "wds":
+        from selfsup.data.webdataset import modality
+
+        return modality(argument.strip())
+    return "text" if prefix in TEXT_SOURCES else "image"
 
 
 def input_key(dataset: Any) -> str:
