@@ -38,6 +38,7 @@ the data set. A damaged shard (unreadable, truncated, counts unlike the index) i
 
 from __future__ import annotations
 
+import bisect
 import functools
 import hashlib
 import io
@@ -130,7 +131,7 @@ class WebDatasetWriter:
     def write_split(self, split: Split, samples: Iterable[dict[str, Any]]) -> int:
         """Write ``samples`` (dicts of extension -> bytes/str/int, no ``__key__``: keys are the
         sample numbers) as shards ``SPLIT-00000.tar``, ...; returns how many were written."""
-        import webdataset as wds
+        import webdataset as wds  # type: ignore[import-untyped]
 
         shards: list[dict[str, Any]] = []
         stream = iter(samples)
@@ -257,13 +258,12 @@ class ShardTable:
 
     def find(self, sample: int, extensions: tuple[str, ...]) -> tuple[int, int, str] | None:
         """(offset, size, extension) of the sample's first file with one of ``extensions``."""
-        codes = self.ext[self.first[sample] : self.first[sample + 1]]
+        start, stop = int(self.first[sample]), int(self.first[sample + 1])
+        codes = self.ext[start:stop].tolist()  # a few files: plain Python is fastest
         for wanted in extensions:
-            if wanted in self.exts:
-                hits = np.flatnonzero(codes == self.exts.index(wanted))
-                if len(hits):
-                    f = self.first[sample] + hits[0]
-                    return int(self.offset[f]), int(self.size[f]), wanted
+            if wanted in self.exts and self.exts.index(wanted) in codes:
+                f = start + codes.index(self.exts.index(wanted))
+                return int(self.offset[f]), int(self.size[f]), wanted
         return None
 
 
@@ -272,11 +272,16 @@ def scan_shard(path: Path) -> ShardTable:
     ``cls`` files are read). Files are grouped into samples by key as webdataset groups them
     (consecutive files with the same name up to the first dot). A SelfsupError names a file
     that is missing, is not a tar, or is cut short."""
-    from webdataset.tariterators import base_plus_ext
+    from webdataset.tariterators import base_plus_ext  # type: ignore[import-untyped]
 
     try:
         file_size = path.stat().st_size
-        first, offset, size, ext, label, test = [], [], [], [], [], []
+        first: list[int] = []
+        offset: list[int] = []
+        size: list[int] = []
+        ext: list[int] = []
+        label: list[int] = []
+        test: list[bool] = []
         exts: list[str] = []
         current = None
         with tarfile.open(path, "r:") as tar:
@@ -301,7 +306,7 @@ def scan_shard(path: Path) -> ShardTable:
                 ext.append(exts.index(suffix))
                 if suffix == "cls":
                     label[-1] = int(tar.extractfile(info).read())  # type: ignore[union-attr]
-                tar.members = []  # held by tarfile otherwise: memory would grow with the shard
+                tar.members = []  # type: ignore[attr-defined]  # held by tarfile otherwise: memory would grow with the shard
             end = tar.offset  # after the last file: where the end-of-archive blocks must be
         with path.open("rb") as f:
             f.seek(end)
@@ -391,7 +396,7 @@ class Source:
 
 def resolve(argument: str, split: Split, spec: str | None = None) -> Source:
     """The shards that ``wds:ARGUMENT`` names, for one split; see the module docstring."""
-    from webdataset.shardlists import expand_urls
+    from webdataset.shardlists import expand_urls  # type: ignore[import-untyped]
 
     spec = spec or f"wds:{argument}"
     if not argument:
@@ -578,7 +583,8 @@ class WebDatasetImages(ImageDataset):
 
     def _peek(self) -> tuple[int, tuple[int, int]]:
         """(channels, (H, W)) of a foreign set, from the headers of its first images."""
-        modes, size = [], None
+        modes: list[str] = []
+        size: tuple[int, int] | None = None
         for s in range(min(self.num_shards, 4)):
             if len(modes) >= PEEK_SAMPLES:
                 break
@@ -605,7 +611,7 @@ class WebDatasetImages(ImageDataset):
 
     def shard_of(self, index: int) -> int:
         """The shard that holds sample ``index``."""
-        return int(np.searchsorted(self._offsets, index, side="right")) - 1
+        return bisect.bisect_right(self._starts, index) - 1
 
     def _shard(self, shard: int) -> tuple[int, ShardTable, np.ndarray]:
         """(open file, table, rows of the split) of a shard, the least recently used dropped."""
@@ -658,8 +664,9 @@ class WebDatasetImages(ImageDataset):
         """Samples ``indices`` (the DataLoader asks for a whole batch): one positioned read
         and one decode per image; labels come from the tables."""
         size = len(self)
-        out = []
-        for index in indices:
+        images = torch.empty((len(indices), self.channels, *self.image_size), dtype=torch.uint8)
+        labels = torch.full((len(indices),), UNLABELLED, dtype=torch.int64)
+        for j, index in enumerate(indices):
             if not 0 <= index < size:
                 raise IndexError(f"sample {index} of {size}")
             shard = self.shard_of(index)
@@ -667,12 +674,12 @@ class WebDatasetImages(ImageDataset):
             row = int(rows[index - self._starts[shard]])
             data, key = self._image_bytes(shard, row)
             try:
-                image = read_image(io.BytesIO(data), self._mode, self.image_size)
+                images[j] = read_image(io.BytesIO(data), self._mode, self.image_size)
             except (OSError, ValueError, SyntaxError) as e:
                 raise self._unreadable(shard, key, e) from None
-            label = int(table.label[row]) if self.has_labels else UNLABELLED
-            out.append({"image": image, "label": torch.tensor(label, dtype=torch.int64)})
-        return out
+            if self.has_labels:
+                labels[j] = int(table.label[row])
+        return [{"image": x, "label": y} for x, y in zip(images.unbind(0), labels.unbind(0))]
 
     def read_file(self, index: int, extension: str) -> bytes | None:
         """The raw bytes of sample ``index``'s ``extension`` file (e.g. the ``txt`` caption of
@@ -729,7 +736,7 @@ def read_texts(argument: str, split: Split) -> tuple[list[str], list[int] | None
     """One split of text shards as (texts, labels or None, class names), streamed through
     webdataset's tar iterators shard by shard. Labels come from ``cls`` files when every
     sample has one; the text from the ``txt`` file (UTF-8, stripped; empty ones dropped)."""
-    from webdataset.tariterators import tarfile_samples
+    from webdataset.tariterators import tarfile_samples  # type: ignore[import-untyped]
 
     source = resolve(argument, split)
     if source.index is not None and source.index["modality"] != "text":
