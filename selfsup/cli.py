@@ -518,9 +518,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--format",
         choices=["wds", "npy"],
         default="wds",
-        help="wds (default): WebDataset tar shards of PNG images or text, readable by other "
-        "tools, read with --data wds:OUT; npy: raw uint8 image shards, --data shards:OUT, "
-        "several times faster to read for small images but 3-10x larger for photos",
+        help="wds (default): WebDataset tar shards of PNG images or text, which other tools "
+        "read too, --data wds:OUT; npy: raw uint8 image shards, --data shards:OUT, ~30x "
+        "faster to decode for small images (28 px): use it when loader CPU is short",
     )
     p.add_argument(
         "--image-size",
