@@ -1,13 +1,16 @@
 """Sharded data at 10k, 100k and 1M samples: peak memory should stay flat, time grow linearly.
 
-    python benchmarks/scaling.py                                  # 10k, 100k, 1M 28x28 images
+    python benchmarks/scaling.py                                  # 10k, 100k, 1M, WebDataset
+    python benchmarks/scaling.py --format npy                     # the same on .npy shards
     python benchmarks/scaling.py --sizes 10000 --tmp /scratch     # one size, shards elsewhere
 
-For each size, in a temporary folder (1M 28x28 images take 785 MB of disk):
+For each size, in a temporary folder (1M 28x28 images take 2.6 GB of disk as WebDataset, 785
+MB as .npy):
 
 1. pack:  synthetic uint8 1x28x28 images (seeded random pixels, label = index % 10), made
-          and written chunk by chunk through ``ShardWriter``, as ``selfsup pack`` writes;
-2. epoch: one epoch through the engine's loader path: ``ShardDataset`` (``shards:PATH``), the
+          and written chunk by chunk through ``WebDatasetWriter`` (PNG + cls in tar shards) or
+          ``ShardWriter`` (.npy), as ``selfsup pack`` writes;
+2. epoch: one epoch through the engine's loader path: ``wds:PATH`` or ``shards:PATH``, the
           ``ResumableSampler`` with the windowed shuffle, a DataLoader with 2 workers, batch 256.
 
 Each phase runs in a fresh process, so its peak resident memory (ru_maxrss) is its own: the
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import shutil
 import subprocess
@@ -51,12 +55,23 @@ def synthetic_chunks(n: int):
 
 def run_pack(args: argparse.Namespace) -> dict[str, float]:
     from selfsup.data.shards import ShardWriter
+    from selfsup.data.webdataset import WebDatasetWriter, image_samples
 
     started = time.perf_counter()
-    writer = ShardWriter(
-        args.dir, channels=SHAPE[0], image_size=SHAPE[1:], shard_size=args.shard_size
-    )
-    writer.write_split("train", args.size, synthetic_chunks(args.size))
+    if args.format == "npy":
+        writer = ShardWriter(
+            args.dir, channels=SHAPE[0], image_size=SHAPE[1:], shard_size=args.shard_size
+        )
+        writer.write_split("train", args.size, synthetic_chunks(args.size))
+    else:
+        writer = WebDatasetWriter(
+            args.dir,
+            modality="image",
+            channels=SHAPE[0],
+            image_size=SHAPE[1:],
+            shard_size=args.shard_size,
+        )
+        writer.write_split("train", image_samples(synthetic_chunks(args.size), SHAPE))
     index = writer.finish(
         source="synthetic", has_labels=True, class_names=[str(i) for i in range(10)]
     )
@@ -75,7 +90,7 @@ def run_epoch(args: argparse.Namespace) -> dict[str, float]:
 
     base = peak_mb()
     started = time.perf_counter()
-    data = load_images(f"shards:{args.dir}")
+    data = load_images(f"{'shards' if args.format == 'npy' else 'wds'}:{args.dir}")
     sampler = ResumableSampler(len(data), args.batch_size, seed=0, order=data.epoch_order)
     loader = make_loader(
         data, args.batch_size, sampler=sampler, num_workers=args.workers, pin_memory=False
@@ -103,9 +118,11 @@ def phase(name: str, size: int, folder: Path, args: argparse.Namespace) -> dict[
     """Run one phase in a fresh Python process and return what it measured."""
     command = [sys.executable, __file__, "--phase", name, "--size", str(size), "--dir", str(folder)]
     command += ["--batch-size", str(args.batch_size), "--workers", str(args.workers)]
+    command += ["--format", args.format]
     if args.shard_size:
         command += ["--shard-size", str(args.shard_size)]
-    done = subprocess.run(command, capture_output=True, text=True)
+    env = {**os.environ, "SELFSUP_CACHE": str(folder.parent / "cache")}  # sample tables
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
     if done.returncode != 0:
         raise SystemExit(f"{name} at {size:,} failed:\n{done.stderr}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -122,6 +139,9 @@ def main() -> None:
     parser.add_argument(
         "--shard-size", type=int, help="images per shard (default: 64 MiB of pixels)"
     )
+    parser.add_argument(
+        "--format", choices=["wds", "npy"], default="wds", help="shard format (selfsup pack)"
+    )
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers")
     parser.add_argument("--phase", choices=["pack", "epoch"], help=argparse.SUPPRESS)
@@ -137,7 +157,8 @@ def main() -> None:
         f"{'samples/s':>10} {'peak MB':>8} {'worker peak MB':>14}"
     )
     print(
-        f"{SHAPE[0]}x{SHAPE[1]}x{SHAPE[2]} uint8, batch {args.batch_size}, {args.workers} workers"
+        f"{args.format} shards of {SHAPE[0]}x{SHAPE[1]}x{SHAPE[2]} uint8, batch {args.batch_size}, "
+        f"{args.workers} workers"
     )
     print(header)
     if args.tmp:

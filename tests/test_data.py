@@ -44,7 +44,15 @@ def check_sample(sample: dict[str, torch.Tensor], channels: int, size: tuple[int
 
 
 def test_registry_names_every_source_in_one_line() -> None:
-    assert set(DATASETS) == {"digits", "fashion-mnist", "folder", "npz", "openclipart", "shards"}
+    assert set(DATASETS) == {
+        "digits",
+        "fashion-mnist",
+        "folder",
+        "npz",
+        "openclipart",
+        "shards",
+        "wds",
+    }
     assert all(description and "\n" not in description for description in DATASETS.values())
 
 

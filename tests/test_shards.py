@@ -13,8 +13,9 @@ from PIL import Image
 
 from selfsup.cli import main
 from selfsup.data import FolderImageDataset, UnreadableImageError, load_images, make_loader
-from selfsup.data import shards as shards_module
-from selfsup.data.shards import ShardDataset, ShardWriter, pack
+from selfsup.data import pack as pack_module
+from selfsup.data.pack import pack
+from selfsup.data.shards import ShardDataset, ShardWriter
 from selfsup.engine.sampler import ResumableSampler
 from selfsup.errors import SelfsupError
 
@@ -63,7 +64,7 @@ def test_a_packed_array_file_reads_back_identical(tmp_path: Path) -> None:
     names = np.array(["a", "b", "c", "d"])
     np.savez(tmp_path / "x.npz", images=images, labels=labels, class_names=names)
     spec = f"npz:{tmp_path / 'x.npz'}"
-    index = pack(spec, tmp_path / "packed", shard_size=7, chunk_size=3)
+    index = pack(spec, tmp_path / "packed", format="npy", shard_size=7, chunk_size=3)
     assert index["splits"]["train"]["count"] == 40 and len(index["splits"]["train"]["shards"]) == 6
 
     for split in ("train", "test"):
@@ -173,7 +174,7 @@ def test_packing_a_folder_decodes_it_in_chunks(tmp_path: Path, monkeypatch) -> N
         raise AssertionError("pack decoded the whole folder at once")
 
     sizes: list[int] = []
-    original = shards_module.dataset_chunks
+    original = pack_module.dataset_chunks
 
     def spy(*args, **kwargs):
         for images, labels in original(*args, **kwargs):
@@ -181,8 +182,8 @@ def test_packing_a_folder_decodes_it_in_chunks(tmp_path: Path, monkeypatch) -> N
             yield images, labels
 
     monkeypatch.setattr(FolderImageDataset, "as_tensor", no_whole_decode)
-    monkeypatch.setattr(shards_module, "dataset_chunks", spy)
-    pack(f"folder:{folder}", tmp_path / "packed", shard_size=6, chunk_size=4)
+    monkeypatch.setattr(pack_module, "dataset_chunks", spy)
+    pack(f"folder:{folder}", tmp_path / "packed", format="npy", shard_size=6, chunk_size=4)
     assert sum(sizes) == 40 and max(sizes) == 4
 
     for split in ("train", "test"):
@@ -232,15 +233,21 @@ def test_a_short_or_wrong_stream_is_refused(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- command line
 
 
-def test_pack_then_pretrain_from_the_command_line(tmp_path: Path, capsys) -> None:
+@pytest.mark.parametrize("form, prefix", [("npy", "shards"), ("wds", "wds")])
+def test_pack_then_pretrain_from_the_command_line(
+    tmp_path: Path, capsys, form: str, prefix: str
+) -> None:
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (160, 16, 16), dtype=np.uint8)
     np.savez(tmp_path / "x.npz", images=images, labels=rng.integers(0, 3, 160))
     packed = tmp_path / "packed"
-    assert main(["pack", f"npz:{tmp_path / 'x.npz'}", str(packed), "--shard-size", "40"]) == 0
-    assert "128 train in 4 shard(s) + 32 test in 1 shard(s)" in capsys.readouterr().out
+    argv = ["pack", f"npz:{tmp_path / 'x.npz'}", str(packed), "--shard-size", "40"]
+    assert main([*argv, "--format", form]) == 0
+    out = capsys.readouterr().out
+    assert "128 train in 4 shard(s) + 32 test in 1 shard(s)" in out
+    assert f"--data {prefix}:{packed}" in out
     run = tmp_path / "run"
-    argv = ["pretrain", "--data", f"shards:{packed}", "--max-steps", "2", "--batch-size", "32"]
+    argv = ["pretrain", "--data", f"{prefix}:{packed}", "--max-steps", "2", "--batch-size", "32"]
     argv += ["--num-workers", "2", "--no-eval", "--out", str(run)]
     argv += ["--set", "encoder_args.width=8", "--set", "train.progress=false"]
     assert main(argv) == 0

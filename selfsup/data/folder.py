@@ -30,7 +30,7 @@ import logging
 import os
 from collections import Counter
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import BinaryIO, Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -101,9 +101,9 @@ def peek_image(path: Path) -> tuple[str, tuple[int, int]]:
         return im.mode, (h, w)
 
 
-def read_image(path: Path, mode: Literal["L", "RGB"], size: tuple[int, int]) -> Tensor:
-    """Decode one file to uint8 (C, H, W): upright (EXIF orientation), in ``mode``, and
-    resized to ``size`` = (H, W) by covering it and centre-cropping."""
+def read_image(path: Path | BinaryIO, mode: Literal["L", "RGB"], size: tuple[int, int]) -> Tensor:
+    """Decode one file (or file object) to uint8 (C, H, W): upright (EXIF orientation), in
+    ``mode``, and resized to ``size`` = (H, W) by covering it and centre-cropping."""
     height, width = size
     with Image.open(path) as file:
         if file.format == "JPEG":

@@ -55,9 +55,9 @@ def make_loader(
             f"batch size {batch_size} is larger than the {len(dataset)} samples, "  # type: ignore[arg-type]
             "so no full batch can be made; lower --batch-size"
         )
-    generator = None
-    if sampler is None and shuffle:
-        generator = torch.Generator().manual_seed(seed)
+    # Always a generator of its own: without one, every new iterator draws its workers' base
+    # seed from the global RNG, so a run resumed mid-epoch would augment differently.
+    generator = torch.Generator().manual_seed(seed)
     return DataLoader(
         dataset,
         batch_size=batch_size,

@@ -58,9 +58,6 @@ WINDOW = 8
 A larger window mixes better and reads more scattered; a set of at most 8 shards is shuffled
 completely."""
 
-CHUNK_SIZE = 256
-"""Images decoded and written per step while packing (what pack holds in memory)."""
-
 MAX_OPEN_SHARDS = 2 * WINDOW
 """Shard files a reading process keeps open; older ones are closed."""
 
@@ -74,6 +71,21 @@ Split = Literal["train", "test"]
 def default_shard_size(channels: int, image_size: tuple[int, int]) -> int:
     """Images per shard when none is given: ``SHARD_BYTES`` of pixels, at least one image."""
     return max(1, SHARD_BYTES // (channels * image_size[0] * image_size[1]))
+
+
+def windowed_order(offsets: np.ndarray, window: int, seed: int, epoch: int) -> Iterator[np.ndarray]:
+    """An epoch's sample order over shards, one shuffle window at a time: shard s holds
+    samples ``offsets[s]:offsets[s+1]``; the shards are permuted by (seed, epoch), then the
+    samples of each ``window`` consecutive shards are shuffled together. A pure function of
+    its arguments, as ``ResumableSampler`` needs for exact resume."""
+    num_shards = len(offsets) - 1
+    rng = np.random.default_rng([seed % 2**63, epoch])
+    shards = rng.permutation(num_shards)
+    for start in range(0, num_shards, window):
+        chosen = shards[start : start + window]
+        indices = np.concatenate([np.arange(offsets[s], offsets[s + 1]) for s in chosen])
+        rng.shuffle(indices)
+        yield indices
 
 
 # ----------------------------------------------------------------------------- writing
@@ -98,20 +110,7 @@ class ShardWriter:
     ) -> None:
         """Check ``out_dir`` (new, empty, or an interrupted pack's), clear an interrupted pack's
         files from it, and fix the record shape (C, H, W)."""
-        out = Path(out_dir).expanduser()
-        if out.exists() and not out.is_dir():
-            raise SelfsupError(f"{out} is a file; give pack a folder to write the shards into")
-        if (out / INDEX).exists():
-            raise SelfsupError(
-                f"{out} already holds a pack ({out / INDEX}); delete it or choose another folder"
-            )
-        if shard_size is not None and (isinstance(shard_size, bool) or shard_size < 1):
-            raise SelfsupError(f"shard size must be a positive number of images, got {shard_size}")
-        out.mkdir(parents=True, exist_ok=True)
-        for leftover in out.iterdir():  # shards of an interrupted pack: rewritten below
-            if _OUR_FILE.match(leftover.name):
-                leftover.unlink()
-        self.out = out
+        self.out = prepare_pack_folder(out_dir, shard_size, _OUR_FILE)
         self.shape = (channels, *image_size)  # (C, H, W)
         self.shard_size = shard_size or default_shard_size(channels, image_size)
         self.splits: dict[str, dict[str, Any]] = {}
@@ -149,13 +148,53 @@ class ShardWriter:
             "shard_size": self.shard_size,
             "splits": self.splits,
         }
-        tmp = self.out / (INDEX + ".tmp")
-        with tmp.open("w") as f:
-            json.dump(index, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.out / INDEX)
+        write_index(self.out, index)
         return index
+
+
+def prepare_pack_folder(out_dir: str | Path, shard_size: int | None, ours: re.Pattern[str]) -> Path:
+    """``out_dir`` made ready for a pack: refused when it is a file or holds a finished pack,
+    created if missing, and cleared of an interrupted pack's shards (names matching ``ours``)."""
+    out = Path(out_dir).expanduser()
+    if out.exists() and not out.is_dir():
+        raise SelfsupError(f"{out} is a file; give pack a folder to write the shards into")
+    if (out / INDEX).exists():
+        raise SelfsupError(
+            f"{out} already holds a pack ({out / INDEX}); delete it or choose another folder"
+        )
+    if shard_size is not None and (isinstance(shard_size, bool) or shard_size < 1):
+        raise SelfsupError(f"shard size must be a positive number of samples, got {shard_size}")
+    out.mkdir(parents=True, exist_ok=True)
+    for leftover in out.iterdir():  # shards of an interrupted pack: rewritten after this
+        if ours.match(leftover.name):
+            leftover.unlink()
+    return out
+
+
+def write_index(out: Path, index: dict[str, Any]) -> None:
+    """``out/index.json``, written to a temporary name, synced and renamed: the last step of a
+    pack, so a folder without it holds no finished pack."""
+    tmp = out / (INDEX + ".tmp")
+    with tmp.open("w") as f:
+        json.dump(index, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, out / INDEX)
+
+
+def check_splits(index: dict[str, Any], ours: re.Pattern[str], *name_keys: str) -> None:
+    """Raise ValueError unless every split's shard counts add up and its file names (under
+    ``name_keys``) are plain shard names of a pack."""
+    for split in index["splits"].values():
+        counts = [int(s["count"]) for s in split["shards"]]
+        if sum(counts) != int(split["count"]) or min(counts, default=1) < 1:
+            raise ValueError("the shard counts do not add up to the split's count")
+        for s in split["shards"]:
+            for key in name_keys:  # plain names inside the folder only
+                if not ours.match(s[key]) or s[key].endswith(".tmp"):
+                    raise ValueError(f"bad shard file name {s[key]!r}")
+    if not isinstance(index["class_names"], list) or not isinstance(index["has_labels"], bool):
+        raise ValueError("class_names must be a list and has_labels true or false")
 
 
 class _Records:
@@ -241,64 +280,6 @@ def _write_shard(images_path: Path, labels_path: Path, records: _Records, n: int
         raise
 
 
-def dataset_chunks(
-    dataset: ImageDataset, chunk_size: int = CHUNK_SIZE, num_workers: int = 0
-) -> Iterator[tuple[Tensor, Tensor]]:
-    """(images, labels) of ``dataset`` in order, ``chunk_size`` at a time: slices of an
-    in-memory set; batches decoded by the loader (in ``num_workers`` processes) otherwise, so a
-    folder is never decoded whole."""
-    if dataset.in_memory:
-        images, labels = dataset.as_tensor(), dataset.labels()
-        for start in range(0, len(dataset), chunk_size):
-            yield images[start : start + chunk_size], labels[start : start + chunk_size]
-        return
-    from selfsup.data.loader import make_loader
-
-    loader = make_loader(
-        dataset,
-        chunk_size,
-        shuffle=False,
-        drop_last=False,
-        num_workers=num_workers,
-        pin_memory=False,
-    )
-    for batch in loader:
-        yield batch["image"], batch["label"]
-
-
-def pack(
-    spec: str,
-    out_dir: str | Path,
-    *,
-    image_size: int | None = None,
-    shard_size: int | None = None,
-    skip_bad: bool = False,
-    num_workers: int = 0,
-    chunk_size: int = CHUNK_SIZE,
-) -> dict[str, Any]:
-    """Write the train and test splits of the image source ``spec`` (any ``--data`` spec) as
-    shards in ``out_dir``, streaming; returns the index (also written to index.json)."""
-    from selfsup.data.sources import load_images
-
-    if chunk_size < 1:
-        raise SelfsupError(f"chunk size must be at least 1, got {chunk_size}")
-    train = load_images(spec, "train", skip_bad=skip_bad, image_size=image_size)
-    writer = ShardWriter(
-        out_dir, channels=train.channels, image_size=train.image_size, shard_size=shard_size
-    )
-    writer.write_split("train", len(train), dataset_chunks(train, chunk_size, num_workers))
-    test = load_images(spec, "test", skip_bad=skip_bad, image_size=image_size)
-    if (test.channels, test.image_size) != (train.channels, train.image_size):
-        raise SelfsupError(
-            f"{spec}: the test images ({test.channels}x{test.image_size}) differ from the train "
-            f"images ({train.channels}x{train.image_size}); pass --image-size"
-        )
-    writer.write_split("test", len(test), dataset_chunks(test, chunk_size, num_workers))
-    index = writer.finish(source=spec, has_labels=train.has_labels, class_names=train.class_names)
-    index["skipped"] = len(train.skipped) + len(test.skipped)
-    return index
-
-
 # ----------------------------------------------------------------------------- reading
 
 
@@ -326,16 +307,7 @@ def read_index(root: Path) -> dict[str, Any]:
         height, width = (int(x) for x in index["image_size"])
         if channels not in (1, 3) or height < 1 or width < 1 or index["dtype"] != "uint8":
             raise ValueError(f"bad image shape {channels}x{height}x{width} {index['dtype']}")
-        for split in index["splits"].values():
-            counts = [int(s["count"]) for s in split["shards"]]
-            if sum(counts) != int(split["count"]) or min(counts, default=1) < 1:
-                raise ValueError("the shard counts do not add up to the split's count")
-            for s in split["shards"]:
-                for key in ("images", "labels"):  # plain names inside the folder only
-                    if not _OUR_FILE.match(s[key]) or s[key].endswith(".tmp"):
-                        raise ValueError(f"bad shard file name {s[key]!r}")
-        if not isinstance(index["class_names"], list) or not isinstance(index["has_labels"], bool):
-            raise ValueError("class_names must be a list and has_labels true or false")
+        check_splits(index, _OUR_FILE, "images", "labels")
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         reason = e.args[0] if isinstance(e, KeyError) else e
         missing = "no " if isinstance(e, KeyError) else ""
@@ -512,17 +484,8 @@ class ShardDataset(ImageDataset):
         return state
 
     def epoch_order(self, seed: int, epoch: int) -> Iterator[np.ndarray]:
-        """The epoch's sample order, one shuffle window at a time: shards permuted by
-        (seed, epoch), then the samples of each ``window`` consecutive shards shuffled together.
-        A pure function of (seed, epoch), as ``ResumableSampler`` needs for exact resume."""
-        rng = np.random.default_rng([seed % 2**63, epoch])
-        shards = rng.permutation(self.num_shards)
-        o = self._offsets
-        for start in range(0, self.num_shards, self.window):
-            window = shards[start : start + self.window]
-            indices = np.concatenate([np.arange(o[s], o[s + 1]) for s in window])
-            rng.shuffle(indices)
-            yield indices
+        """The epoch's sample order, one shuffle window at a time (see ``windowed_order``)."""
+        return windowed_order(self._offsets, self.window, seed, epoch)
 
     def labels(self) -> Tensor:
         """Every label, int64 (N,), from the label files (no image is read)."""

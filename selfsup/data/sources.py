@@ -7,7 +7,9 @@ Specs:
     folder:PATH             a tree of image files (see ``selfsup.data.folder``)
     npz:PATH                a .npz/.npy array file (see ``selfsup.data.arrays``)
     openclipart[:FOLDER]    colour clip art rendered from SVG (see ``selfsup.data.openclipart``)
-    shards:PATH             a folder written by ``selfsup pack`` (see ``selfsup.data.shards``)
+    shards:PATH             a folder written by ``selfsup pack --format npy`` (``selfsup.data.shards``)
+    wds:PATH                WebDataset tar shards: ``selfsup pack``'s, img2dataset's, a brace
+                            pattern (see ``selfsup.data.webdataset``)
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from selfsup.data.folder import FolderImageDataset
 from selfsup.data.images import ImageDataset, TensorImageDataset, resize_images
 from selfsup.data.openclipart import openclipart_folder
 from selfsup.data.shards import ShardDataset
+from selfsup.data.webdataset import WebDatasetImages
 from selfsup.errors import SelfsupError
 
 Split = Literal["train", "test"]
@@ -53,13 +56,20 @@ DATASETS: dict[str, str] = {
         "(64 px or --image-size); `sudo apt-get install openclipart-svg librsvg2-bin`"
     ),
     "shards": (
-        "data larger than memory, shards:PATH: a folder written by `selfsup pack SOURCE PATH`, "
-        "read from disk sample by sample and shuffled a window of shards at a time"
+        "data larger than memory, shards:PATH: uint8 .npy shards written by `selfsup pack "
+        "--format npy`, read from disk sample by sample, shuffled a window of shards at a time"
+    ),
+    "wds": (
+        "WebDataset tar shards, wds:PATH: images or text from `selfsup pack SOURCE PATH`, an "
+        "img2dataset folder, or wds:/data/train-{00000..00009}.tar; read like shards:"
     ),
 }
 """Every source ``load_images`` knows, with a one-line description for ``selfsup list``."""
 
-_USAGE = "digits, fashion-mnist[:FOLDER], folder:PATH, npz:PATH, openclipart[:FOLDER], shards:PATH"
+_USAGE = (
+    "digits, fashion-mnist[:FOLDER], folder:PATH, npz:PATH, openclipart[:FOLDER], shards:PATH, "
+    "wds:PATH"
+)
 
 DIGITS_TEST_FRACTION = 0.3
 DIGITS_SPLIT_SEED = 0
@@ -125,6 +135,8 @@ def load_images(
                 "shards needs a path: --data shards:PATH (a folder from `selfsup pack`)"
             )
         return ShardDataset(Path(argument).expanduser(), split, image_size=image_size, name=spec)
+    if name == "wds":
+        return WebDatasetImages(argument, split, image_size=image_size, name=spec)
     raise SelfsupError(_unknown(spec, name))
 
 
@@ -132,8 +144,17 @@ def guess_image_spec(spec: str) -> str | None:
     """A hint for a spec that names no source but an image folder, a pack or an array file."""
     path = Path(spec).expanduser()
     if path.is_dir():
-        prefix = "shards" if (path / "index.json").is_file() else "folder"
+        index = path / "index.json"
+        prefix = "folder"
+        if index.is_file():
+            prefix = (
+                "wds" if "selfsup-webdataset" in index.read_text(errors="replace") else "shards"
+            )
+        elif any(path.glob("*.tar")):
+            prefix = "wds"
         return f"did you mean {prefix}:{spec}?"
+    if path.is_file() and path.suffix.lower() == ".tar":
+        return f"did you mean wds:{spec}?"
     if path.is_file() and path.suffix.lower() in (".npz", ".npy"):
         return f"did you mean npz:{spec}?"
     return None

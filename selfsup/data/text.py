@@ -135,6 +135,10 @@ def load_texts(spec: str, split: Split = "train") -> TextCorpus:
         if not argument:
             raise SelfsupError("text needs a path: --data text:PATH (a .txt, .jsonl or folder)")
         return _user_text(Path(argument).expanduser(), split, spec)
+    if name == "wds":  # WebDataset shards of {"txt", "cls"} samples
+        from selfsup.data.webdataset import read_texts
+
+        return TextCorpus(*read_texts(argument, split), spec, split)
     raise SelfsupError(_unknown(spec, name))
 
 

@@ -50,6 +50,11 @@ class Modality(Protocol):
     finetune_augment: Callable[[Tensor], Tensor] | None
     """Augmentation of a float input batch while fine-tuning (None: none)."""
 
+    def owns(self, spec: str) -> bool:
+        """Whether ``spec`` names a source of this modality: its prefix is one of ``sources``;
+        a container of any kind of sample (``wds:`` shards) is owned by what it holds."""
+        ...
+
     def guess(self, spec: str) -> str | None:
         """A hint for a spec no modality owns that looks like this modality's ("did you mean
         folder:PATH?"), or None."""
@@ -157,10 +162,10 @@ def all_sources() -> dict[str, str]:
 
 
 def modality_of_data(spec: str) -> Modality:
-    """The modality whose source ``spec`` names (by the prefix before ``:``)."""
-    prefix = spec.partition(":")[0].strip().lower()
+    """The modality that owns the source ``spec`` names (by the prefix before ``:``, and for
+    containers such as ``wds:`` by what they hold)."""
     for modality in MODALITIES.values():
-        if prefix in modality.sources:
+        if modality.owns(spec):
             return modality
     raise SelfsupError(unknown_data(spec))
 

@@ -39,6 +39,11 @@ class ImageModality:
     default_encoder = "convnet"
     finetune_augment: Callable[[Tensor], Tensor] | None = staticmethod(_finetune_augment)
 
+    def owns(self, spec: str) -> bool:
+        from selfsup.data.webdataset import holds
+
+        return holds(spec, self.sources, self.name, unreadable=True)
+
     def guess(self, spec: str) -> str | None:
         return guess_image_spec(spec)
 

@@ -41,6 +41,11 @@ class TextModality:
     default_encoder = "transformer-tiny"
     finetune_augment: Callable[[Tensor], Tensor] | None = None
 
+    def owns(self, spec: str) -> bool:
+        from selfsup.data.webdataset import holds
+
+        return holds(spec, self.sources, self.name, unreadable=False)
+
     def guess(self, spec: str) -> str | None:
         path = Path(spec).expanduser()
         return f"did you mean text:{spec}?" if path.is_file() else None
