@@ -353,7 +353,7 @@ def cmd_pack(args: argparse.Namespace) -> None:
         f"{s['count']:,} {name} in {len(s['shards'])} shard(s)"
         for name, s in index["splits"].items()
     )
-    what = "text"
+    what = str(index.get("modality", "samples"))
     if "channels" in index:
         what = "x".join(str(x) for x in (index["channels"], *index["image_size"])) + " uint8"
     skipped = f", {index['skipped']} unreadable file(s) skipped" if index["skipped"] else ""

@@ -58,7 +58,7 @@ from PIL import Image
 from torch import Tensor
 
 from selfsup.cache import cache_dir
-from selfsup.data.folder import UnreadableImageError, in_test_split, read_image
+from selfsup.data.folder import TEST_FRACTION, UnreadableImageError, read_image
 from selfsup.data.images import UNLABELLED, ImageDataset, Sample
 from selfsup.data.shards import (
     WINDOW,
@@ -67,6 +67,7 @@ from selfsup.data.shards import (
     windowed_order,
     write_index,
 )
+from selfsup.data.split import in_test_split
 from selfsup.errors import SelfsupError
 
 FORMAT = "selfsup-webdataset"
@@ -297,7 +298,7 @@ def scan_shard(path: Path) -> ShardTable:
                 if key != current:
                     first.append(len(offset))
                     label.append(UNLABELLED)
-                    test.append(in_test_split(key))
+                    test.append(in_test_split(key, TEST_FRACTION))
                     current = key
                 if suffix not in exts:
                     exts.append(suffix)
@@ -748,7 +749,7 @@ def read_texts(argument: str, split: Split) -> tuple[list[str], list[int] | None
         try:
             for sample in tarfile_samples([{"url": str(path)}]):
                 count += 1
-                if source.counts is None and in_test_split(sample["__key__"]) != (split == "test"):
+                if source.counts is None and in_test_split(sample["__key__"], TEST_FRACTION) != (split == "test"):
                     continue
                 raw = next((sample[e] for e in TEXT_EXTENSIONS if e in sample), None)
                 if raw is None:
