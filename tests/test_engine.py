@@ -172,3 +172,25 @@ def test_lars_applies_the_trust_ratio():
     b.grad = torch.tensor([2.0])
     LARS([{"params": [b], "weight_decay": 0.0, "lars_exclude": True}], lr=0.5, momentum=0.0).step()
     assert torch.allclose(b.detach(), torch.tensor([0.0]))
+
+
+@pytest.mark.parametrize(
+    "train_args",
+    [{}, {"micro_batch_size": 32}, {"micro_batch_size": 32, "gradient_cache": False}],
+    ids=["whole", "gradient-cache", "accumulated"],
+)
+def test_bf16_mixed_steps_run_under_autocast_on_one_device(tmp_path, train_args):
+    """Fabric autocasts a marked method (``training_step``, ``embed``) only where DDP or FSDP
+    wraps the module: on one device the engine enters the precision's autocast itself."""
+    cfg, _, method, data = tiny_run(tmp_path, max_steps=1, precision="bf16-mixed", **train_args)
+    fabric = Fabric(accelerator="cpu", devices=1, precision="bf16-mixed")
+    seen = []
+    forward = method.encoder.forward
+
+    def recording(x):
+        seen.append(torch.is_autocast_enabled("cpu"))
+        return forward(x)
+
+    method.encoder.forward = recording
+    train(fabric, cfg, method, data, tmp_path)
+    assert seen and all(seen)

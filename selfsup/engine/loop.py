@@ -405,13 +405,20 @@ def _enable_grad_checkpointing(encoder: nn.Module, name: str) -> None:
     encoder.grad_checkpointing = True
 
 
+def _whole_step(fabric: Fabric, model: nn.Module, batch: dict[str, Any]) -> dict[str, Tensor]:
+    """``training_step`` on the whole batch, under the precision's autocast: Fabric enters it
+    for a marked method only where DDP or FSDP wraps the module, not on one device."""
+    with fabric.autocast():
+        return model.training_step(batch)
+
+
 def _step_function(
     method: nn.Module, batch_size: int, micro_batch: int | None, use_cache: bool
 ) -> tuple[Callable[..., dict[str, Tensor]], bool]:
     """How one step's loss is made: whole, gradient-cached or accumulated. The second value
     says whether that function already back-propagated."""
     if micro_batch is None or micro_batch >= batch_size:
-        return (lambda fabric, model, batch: model.training_step(batch)), False
+        return _whole_step, False
     if use_cache and supports_gradient_cache(method):
         return functools.partial(cached_step, micro_batch=micro_batch), True
     return functools.partial(accumulated_step, micro_batch=micro_batch), True
