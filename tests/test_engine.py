@@ -194,3 +194,29 @@ def test_bf16_mixed_steps_run_under_autocast_on_one_device(tmp_path, train_args)
     method.encoder.forward = recording
     train(fabric, cfg, method, data, tmp_path)
     assert seen and all(seen)
+
+
+def test_a_run_without_a_folder_writes_nothing_and_fits_a_step_limit_to_its_time(
+    tmp_path, monkeypatch
+):
+    """``run_dir=None`` (fine-tuning) saves no checkpoint; with both a step limit and a time
+    limit the cosine schedule ends with whichever comes first (here the time: each step of
+    the fake clock takes 1 s, so 30 s fit about 30 of the 1,000 steps)."""
+    import selfsup.engine.loop as loop
+
+    cfg, fabric, method, data = tiny_run(tmp_path, max_steps=1000, max_time=30)
+    seen: list[tuple[int, int]] = []
+
+    def spy(step, total, peak, warmup, min_ratio=0.0):
+        seen.append((step, total))
+        return cosine_lr(step, total, peak, warmup, min_ratio)
+
+    monkeypatch.setattr(loop, "cosine_lr", spy)
+    monkeypatch.setattr(loop, "time", types.SimpleNamespace(perf_counter=lambda: float(len(seen))))
+    monkeypatch.chdir(tmp_path)
+    result = train(fabric, cfg, method, data, None)
+    assert result.stopped_by == "max_time" and 25 <= result.steps <= 30
+    assert seen[-1] == (result.steps - 1, result.steps)  # the lr reached 0 at the last step
+    assert not any(tmp_path.iterdir())
+    with pytest.raises(SelfsupError, match="no checkpoints"):
+        train(fabric, cfg, method, data, None, resume_from=tmp_path / "step-000001.ckpt")
