@@ -428,18 +428,46 @@ def _has_labels(spec: str, cfg: RunConfig) -> bool:
 
 @torch.no_grad()
 def extract_features(
-    encoder: nn.Module, inputs: torch.Tensor, batch_size: int = 512, device: str | None = None
+    encoder: nn.Module,
+    data: torch.Tensor | torch.utils.data.Dataset,
+    batch_size: int = 512,
+    device: str | None = None,
+    *,
+    to_input: Any = None,
+    input_key: str | None = None,
+    num_workers: int = 0,
+    collate: Any = None,
 ) -> torch.Tensor:
-    """Frozen features (N, D), float32, batched, in eval mode, of uint8 images (N, C, H, W)
-    or int64 token ids (N, L)."""
+    """Frozen features (N, D), float32, batched, in eval mode, in sample order.
+
+    ``data`` is a data set of samples (``{"image": uint8 (C, H, W), ...}``,
+    ``{"tokens": int64 (L,), ...}``), streamed through a DataLoader so that only one batch of
+    inputs is in memory (folders and shards decode in ``num_workers`` processes; ``collate``
+    pads variable-length inputs), or a tensor of inputs already in memory (uint8 images
+    (N, C, H, W) or int64 token ids (N, L)). ``to_input`` maps a raw batch to encoder input
+    (default `encoder_input_fn`); ``input_key`` is the samples' input key (default: the data
+    set's own)."""
+    from selfsup.evaluate.features import dataset_input_key, map_batches
+
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     encoder = encoder.to(device).eval()
-    to_input = encoder_input_fn(encoder)
-    out = [
-        encoder(to_input(inputs[start : start + batch_size].to(device))).float().cpu()
-        for start in range(0, len(inputs), batch_size)
-    ]
-    return torch.cat(out) if out else torch.empty(0, getattr(encoder, "embed_dim", 0))
+    to_input = to_input or encoder_input_fn(encoder)
+    if isinstance(data, torch.Tensor):
+        out = [
+            encoder(to_input(data[start : start + batch_size].to(device))).float().cpu()
+            for start in range(0, len(data), batch_size)
+        ]
+        return torch.cat(out) if out else torch.empty(0, getattr(encoder, "embed_dim", 0))
+    features, _ = map_batches(
+        lambda x: encoder(to_input(x)),
+        data,
+        batch_size=batch_size,
+        input_key=input_key or dataset_input_key(data),
+        device=device,
+        num_workers=num_workers,
+        collate=collate,
+    )  # (N, D)
+    return features if len(features) else torch.empty(0, getattr(encoder, "embed_dim", 0))
 
 
 def encoder_input_fn(encoder: nn.Module) -> Any:
@@ -523,38 +551,45 @@ def evaluate_run(
     seed = cfg.train.seed if cfg else 0
     text = modality_of(data_spec) == "text"
 
-    train_x, train_y = train_set.as_tensor(), train_set.labels()
+    # Inputs are streamed batch by batch (a DataLoader over each split), never held whole.
+    from torch.utils.data import Subset
+
+    from selfsup.evaluate.features import dataset_input_key, map_batches
+
+    train_y = train_set.labels()
     keep = torch.arange(len(train_y))
     if ev.max_train is not None and len(train_y) > ev.max_train:
         keep = torch.randperm(len(train_y), generator=torch.Generator().manual_seed(seed))
         keep = keep[: ev.max_train]
-        train_x, train_y = train_x[keep], train_y[keep]
-    test_x, test_y = test_set.as_tensor(), test_set.labels()
+    train_part, train_y = Subset(train_set, keep.tolist()), train_y[keep]
+    test_y = test_set.labels()
     fresh = _random_init_encoder(encoder, seed) if ev.baselines else None
+    workers = cfg.data.num_workers if cfg else 0
+
+    def features(model: nn.Module, split: Any) -> torch.Tensor:
+        return extract_features(model, split, ev.batch_size, num_workers=workers)
+
+    def pixels(split: Any) -> torch.Tensor:
+        return map_batches(
+            lambda x: x.flatten(1).float() / 255,
+            split,
+            batch_size=ev.batch_size,
+            input_key=dataset_input_key(split),
+            num_workers=workers,
+        )[0]  # (N, C·H·W)
 
     with console.status("extracting features"):
         sets = {
             name: FeatureSet(
-                extract_features(encoder, train_x, ev.batch_size),
-                train_y,
-                extract_features(encoder, test_x, ev.batch_size),
-                test_y,
+                features(encoder, train_part), train_y, features(encoder, test_set), test_y
             )
         }
         if fresh is not None:
             sets["random-init"] = FeatureSet(
-                extract_features(fresh, train_x, ev.batch_size),
-                train_y,
-                extract_features(fresh, test_x, ev.batch_size),
-                test_y,
+                features(fresh, train_part), train_y, features(fresh, test_set), test_y
             )
             if not text:  # text's raw input is TF-IDF, probed below with sparse LR
-                sets["raw"] = FeatureSet(
-                    train_x.flatten(1).float() / 255,
-                    train_y,
-                    test_x.flatten(1).float() / 255,
-                    test_y,
-                )
+                sets["raw"] = FeatureSet(pixels(train_part), train_y, pixels(test_set), test_y)
 
     probes = [p for p in ev.protocols if p != "finetune"]
     with console.status("evaluating") as status:
@@ -579,7 +614,8 @@ def evaluate_run(
             )
     if "finetune" in ev.protocols:
         models = {name: encoder, **({"random-init": fresh} if fresh is not None else {})}
-        rows += _finetune_rows(models, train_x, train_y, test_x, test_y, ev, seed)
+        precision = cfg.train.precision if cfg else "auto"
+        rows += _finetune_rows(models, train_part, train_y, test_set, ev, seed, precision, workers)
     console.print(rows_table(rows, title=f"{name} on {data_spec} (test accuracy, %)"))
     target = Path(out) if out else run_dir
     if getattr(encoder, "causal", False) and run_dir is not None:
@@ -649,51 +685,59 @@ def _tfidf_rows(
 
 def _finetune_rows(
     models: dict[str, nn.Module],
-    train_x: torch.Tensor,
+    train_set: Any,
     train_y: torch.Tensor,
-    test_x: torch.Tensor,
-    test_y: torch.Tensor,
+    test_set: Any,
     ev: EvalConfig,
     seed: int,
+    precision: str = "auto",
+    num_workers: int = 0,
 ) -> list[dict[str, Any]]:
-    """Fine-tune each encoder with a linear head at each of ``ev.finetune_fractions``."""
+    """Fine-tune each encoder with a linear head at each of ``ev.finetune_fractions`` (a
+    class-balanced ``Subset`` of ``train_set``, whose labels are ``train_y``), on the engine."""
+    from torch.utils.data import Subset
+
     from selfsup.config import parse_duration
-    from selfsup.evaluate.finetune import finetune, image_finetune_augment
+    from selfsup.evaluate.finetune import FinetuneConfig, finetune, image_finetune_augment
     from selfsup.evaluate.protocol import class_balanced_subset, result_row
 
-    max_time = parse_duration(ev.finetune_max_time) if ev.finetune_max_time else None
+    ft = FinetuneConfig(
+        epochs=ev.finetune_epochs,
+        max_time=parse_duration(ev.finetune_max_time) if ev.finetune_max_time else None,
+        batch_size=ev.finetune_batch_size,
+        lr=ev.finetune_lr,
+        layer_decay=ev.finetune_layer_decay if ev.finetune_layer_decay < 1 else None,
+        head_init=ev.finetune_head,
+        seed=seed,
+        precision=precision,  # type: ignore[arg-type]
+    )
     rows = []
     for name, model in models.items():
         text = "vocab_size" in (getattr(model, "build_args", None) or {})
         for fraction in ev.finetune_fractions:
-            subset = torch.as_tensor(class_balanced_subset(train_y.numpy(), fraction, seed))
-            with console.status(f"fine-tuning {name} on {fraction:.0%} of the labels") as status:
-                result = finetune(
-                    model,
-                    train_x[subset],
-                    train_y[subset],
-                    test_x,
-                    test_y,
-                    num_classes=int(train_y.max()) + 1,
-                    prepare=encoder_input_fn(model),
-                    augment=None if text else image_finetune_augment,
-                    epochs=ev.finetune_epochs,
-                    max_time=max_time,
-                    lr=ev.finetune_lr,
-                    layer_decay=ev.finetune_layer_decay if ev.finetune_layer_decay < 1 else None,
-                    batch_size=ev.finetune_batch_size,
-                    head_init=ev.finetune_head,
-                    seed=seed,
-                    progress=lambda text, name=name: status.update(f"fine-tuning {name}: {text}"),
-                )
+            subset = Subset(
+                train_set, class_balanced_subset(train_y.numpy(), fraction, seed).tolist()
+            )
+            console.print(f"fine-tuning {name} on {fraction:.0%} of the labels")
+            result = finetune(
+                model,
+                subset,
+                test_set,
+                ft,
+                to_input=encoder_input_fn(model),
+                augment=None if text else image_finetune_augment,
+                num_classes=int(train_y.max()) + 1,
+                num_workers=num_workers,
+                description=f"fine-tune {name}",
+            )
             rows.append(
                 result_row(
                     name,
                     "finetune",
                     fraction,
                     [result["accuracy"]],
-                    num_train=int(len(subset)),
-                    num_test=int(len(test_y)),
+                    num_train=len(subset),
+                    num_test=result["num_test"],
                     epochs=result["epochs"],
                     seconds=result["seconds"],
                 )
