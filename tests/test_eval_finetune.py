@@ -402,14 +402,17 @@ def test_bad_inputs_raise_advice():
         finetune(Tokens(), data, data, config(epochs=1))
 
 
-def test_probe_head_starts_fine_tuning_at_the_linear_probe():
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_probe_head_starts_fine_tuning_at_the_linear_probe(precision):
     """LP-FT: with head_init="probe" and a learning rate too small to move anything, the
     result is the frozen features' linear probe (the standardisation folded into the head);
-    the default small head stays at chance."""
+    the default small head stays at chance. Under bf16-mixed the features are bfloat16 but
+    the probe is fitted in float32 (L-BFGS under autocast lost 12 points here)."""
     train, test = quadrant_task(2000, seed=0), quadrant_task(1000, seed=1)
     encoder = MLP(embed_dim=16)
     probe = frozen_probe(encoder, train, test)
     still = {"epochs": 1, "batch_size": 64, "lr": 1e-12, "label_smoothing": 0.0}
+    still["precision"] = precision
     started = finetune(encoder, train, test, config(head_init="probe", **still))
     small = finetune(encoder, train, test, config(**still))
     assert probe > 0.4

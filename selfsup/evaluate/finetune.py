@@ -429,8 +429,7 @@ def finetune(
         ).to(fabric.device)
         reading = {"batch_size": batch, "num_workers": num_workers, "collate": collate}
         if cfg.head_init == "probe":
-            with fabric.autocast():
-                _probe_head(model, train_set, fabric.device, **reading)
+            _probe_head(fabric, model, train_set, **reading)
         if cfg.max_time is not None:  # the probe spent part of the budget
             run_cfg.train.max_time = max(0.0, cfg.max_time - (time.perf_counter() - start))
         try:
@@ -444,8 +443,7 @@ def finetune(
                 step=error.step,
                 loss=error.loss,
             ) from None
-        with fabric.autocast():
-            accuracy = _test_accuracy(fabric, model, test_set, **reading)
+        accuracy = _test_accuracy(fabric, model, test_set, **reading)
 
     steps_per_epoch = (len(train_set) // world) // batch  # type: ignore[arg-type]
     planned = cfg.epochs * steps_per_epoch
@@ -500,18 +498,20 @@ PROBE_WEIGHT_DECAY = 1e-3
 
 
 @torch.no_grad()
-def _probe_head(model: Finetune, train_set: Dataset, device: torch.device, **reading: Any) -> None:
+def _probe_head(fabric: Fabric, model: Finetune, train_set: Dataset, **reading: Any) -> None:
     """Set the head to the linear probe of the encoder's frozen features: with the probe
     z = ((f - μ)/σ) W + b, the head is weight = (W/σ)ᵀ, bias = b - (μ/σ) W. ``reading``:
-    `map_batches`'s batch_size, num_workers and collate."""
+    `map_batches`'s batch_size, num_workers and collate. The features are extracted in the
+    run's precision, the probe is fitted in float32."""
     model.eval()
-    features, labels = map_batches(
-        lambda x: pooled_features(model.encoder, model.to_input(x)),
-        train_set,
-        input_key=model.input_key,
-        device=device,
-        **reading,
-    )  # (N, D), (N,)
+    with fabric.autocast():
+        features, labels = map_batches(
+            lambda x: pooled_features(model.encoder, model.to_input(x)),
+            train_set,
+            input_key=model.input_key,
+            device=fabric.device,
+            **reading,
+        )  # (N, D), (N,)
     assert labels is not None  # _check_inputs read every label
     mean = features.mean(dim=0)
     std = features.std(dim=0, correction=0)
@@ -520,8 +520,8 @@ def _probe_head(model: Finetune, train_set: Dataset, device: torch.device, **rea
         weight, bias = fit_linear_classifier(
             (features - mean) / std, labels, model.head.out_features, PROBE_WEIGHT_DECAY
         )  # (D, K), (K,)
-    model.head.weight.copy_((weight / std[:, None]).T.to(device))
-    model.head.bias.copy_((bias - (mean / std) @ weight).to(device))
+    model.head.weight.copy_((weight / std[:, None]).T.to(fabric.device))
+    model.head.bias.copy_((bias - (mean / std) @ weight).to(fabric.device))
     model.train()
 
 
@@ -533,13 +533,14 @@ def _test_accuracy(fabric: Fabric, model: Finetune, test_set: Dataset, **reading
     n = len(test_set)  # type: ignore[arg-type]
     share = test_set if world == 1 else Subset(test_set, range(rank, n, world))
     model.eval()
-    logits, labels = map_batches(
-        lambda x: model(model.to_input(x)),
-        share,
-        input_key=model.input_key,
-        device=fabric.device,
-        **reading,
-    )  # (Q, K), (Q,)
+    with fabric.autocast():
+        logits, labels = map_batches(
+            lambda x: model(model.to_input(x)),
+            share,
+            input_key=model.input_key,
+            device=fabric.device,
+            **reading,
+        )  # (Q, K), (Q,)
     correct = torch.tensor(0.0 if labels is None else float((logits.argmax(dim=1) == labels).sum()))
     if world > 1:
         correct = fabric.all_reduce(correct.to(fabric.device), reduce_op="sum").cpu()  # type: ignore[union-attr]
