@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import os
 import random
 import types
 
@@ -140,7 +141,8 @@ def test_vit_on_images_with_to_input_and_augment():
     assert result["accuracy"] > 0.9
 
 
-def test_caller_encoder_is_never_modified():
+def test_caller_encoder_is_never_modified(monkeypatch):
+    monkeypatch.delenv("PL_GLOBAL_SEED", raising=False)
     encoder = tiny_vit()
     encoder.blocks[0].requires_grad_(False)  # a caller's frozen block stays frozen
     encoder.train()
@@ -165,6 +167,7 @@ def test_caller_encoder_is_never_modified():
     assert torch.equal(rng, torch.get_rng_state())  # the run's seeding is forked off
     assert random.getstate() == python_rng  # the engine seeds Python and NumPy too
     assert np.array_equal(np.random.get_state()[1], numpy_rng[1])
+    assert "PL_GLOBAL_SEED" not in os.environ  # and leaves Lightning's seed variables
     trained = out["encoder"]
     assert trained is not encoder
     assert not torch.equal(trained.blocks[0].mlp[0].weight, encoder.blocks[0].mlp[0].weight)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import os
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -564,11 +565,17 @@ def _unchanged(x: Tensor) -> Tensor:
     return x
 
 
+SEED_VARIABLES = ("PL_GLOBAL_SEED", "PL_SEED_WORKERS")
+"""What Lightning's seed_everything leaves in the environment."""
+
+
 @contextlib.contextmanager
 def _own_random_state(device: torch.device) -> Iterator[None]:
     """Run seeded without touching the caller's generators: torch's (CPU and ``device``),
-    NumPy's and Python's are given back afterwards (the engine seeds all three)."""
+    NumPy's and Python's, and Lightning's seed variables, are given back afterwards (the
+    engine seeds them all)."""
     python_state, numpy_state = random.getstate(), np.random.get_state()
+    variables = {name: os.environ.get(name) for name in SEED_VARIABLES}
     cuda = [device.index or 0] if device.type == "cuda" else []
     try:
         with torch.random.fork_rng(devices=cuda):
@@ -576,6 +583,11 @@ def _own_random_state(device: torch.device) -> Iterator[None]:
     finally:
         random.setstate(python_state)
         np.random.set_state(numpy_state)
+        for name, value in variables.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _check_inputs(
