@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from engine_clock import one_second_steps
 from lightning_fabric import Fabric
 from torch import nn
 
@@ -202,17 +203,8 @@ def test_a_run_without_a_folder_writes_nothing_and_fits_a_step_limit_to_its_time
     """``run_dir=None`` (fine-tuning) saves no checkpoint; with both a step limit and a time
     limit the cosine schedule ends with whichever comes first (here the time: each step of
     the fake clock takes 1 s, so 30 s fit about 30 of the 1,000 steps)."""
-    import selfsup.engine.loop as loop
-
     cfg, fabric, method, data = tiny_run(tmp_path, max_steps=1000, max_time=30)
-    seen: list[tuple[int, int]] = []
-
-    def spy(step, total, peak, warmup, min_ratio=0.0):
-        seen.append((step, total))
-        return cosine_lr(step, total, peak, warmup, min_ratio)
-
-    monkeypatch.setattr(loop, "cosine_lr", spy)
-    monkeypatch.setattr(loop, "time", types.SimpleNamespace(perf_counter=lambda: float(len(seen))))
+    seen = one_second_steps(monkeypatch)
     monkeypatch.chdir(tmp_path)
     result = train(fabric, cfg, method, data, None)
     assert result.stopped_by == "max_time" and 25 <= result.steps <= 30

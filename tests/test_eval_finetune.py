@@ -4,15 +4,14 @@ DDP), stops on time and repeats with its seed; evaluation streams its data."""
 
 from __future__ import annotations
 
-import importlib
 import math
 import os
 import random
-import types
 
 import numpy as np
 import pytest
 import torch
+from engine_clock import one_second_steps
 from lightning_fabric import Fabric
 from spawn import launch_two
 from torch import Tensor, nn
@@ -427,16 +426,7 @@ def test_time_limited_schedule_fits_the_time(monkeypatch):
     """On a clock where each step takes 1 s, a 40 s budget fits 40 of 800 planned steps: the
     engine's cosine schedule is refitted to end there (lr → 0 at the last step), not cut at
     its peak."""
-    loop = importlib.import_module("selfsup.engine.loop")
-    seen: list[tuple[int, int]] = []
-
-    def spy(step, total, peak, warmup, min_ratio=0.0):
-        seen.append((step, total))
-        return cosine_lr(step, total, peak, warmup, min_ratio)
-
-    monkeypatch.setattr(loop, "cosine_lr", spy)
-    # the engine's clock reads the number of steps begun: each step takes 1 s
-    monkeypatch.setattr(loop, "time", types.SimpleNamespace(perf_counter=lambda: float(len(seen))))
+    seen = one_second_steps(monkeypatch)
     train, test = quadrant_task(512, seed=0), quadrant_task(256, seed=1)
     result = finetune(MLP(), train, test, config(epochs=100, batch_size=64, max_time=40))
     assert result["stopped_early"]
