@@ -68,8 +68,10 @@ class TrainConfig:
     batch_size: int = 256
     max_steps: int | None = None
     max_epochs: int | None = None
-    max_time: str | None = None
-    """Wall-clock budget such as ``15m``, ``1h30m`` or ``90s``; the run stops cleanly and saves."""
+    max_time: str | float | None = None
+    """Wall-clock budget such as ``15m``, ``1h30m``, ``90s`` or a number of seconds; the run
+    stops cleanly and saves. The cosine schedule is fitted to it (with ``max_steps`` or
+    ``max_epochs`` too, to whichever ends first)."""
     optimizer: Literal["adamw", "lars", "sgd"] = "adamw"
     """AdamW is robust at batch sizes up to ~1024; LARS is what SimCLR/BYOL use for 4096."""
     lr: float | None = None
@@ -297,8 +299,11 @@ class RunConfig:
 T = TypeVar("T")
 
 
-def parse_duration(text: str) -> float:
-    """``"15m"`` -> 900.0 seconds. Accepts d, h, m, s parts (``1h30m``), or plain seconds."""
+def parse_duration(text: str | float) -> float:
+    """``"15m"`` -> 900.0 seconds. Accepts d, h, m, s parts (``1h30m``), or plain seconds
+    (a number, or a string of one)."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        return float(text)
     text = str(text).strip().lower()
     if re.fullmatch(r"\d+(\.\d+)?", text):
         return float(text)

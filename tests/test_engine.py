@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from engine_clock import one_second_steps
 from lightning_fabric import Fabric
 from torch import nn
 
@@ -172,3 +173,42 @@ def test_lars_applies_the_trust_ratio():
     b.grad = torch.tensor([2.0])
     LARS([{"params": [b], "weight_decay": 0.0, "lars_exclude": True}], lr=0.5, momentum=0.0).step()
     assert torch.allclose(b.detach(), torch.tensor([0.0]))
+
+
+@pytest.mark.parametrize(
+    "train_args",
+    [{}, {"micro_batch_size": 32}, {"micro_batch_size": 32, "gradient_cache": False}],
+    ids=["whole", "gradient-cache", "accumulated"],
+)
+def test_bf16_mixed_steps_run_under_autocast_on_one_device(tmp_path, train_args):
+    """Fabric autocasts a marked method (``training_step``, ``embed``) only where DDP or FSDP
+    wraps the module: on one device the engine enters the precision's autocast itself."""
+    cfg, _, method, data = tiny_run(tmp_path, max_steps=1, precision="bf16-mixed", **train_args)
+    fabric = Fabric(accelerator="cpu", devices=1, precision="bf16-mixed")
+    seen = []
+    forward = method.encoder.forward
+
+    def recording(x):
+        seen.append(torch.is_autocast_enabled("cpu"))
+        return forward(x)
+
+    method.encoder.forward = recording
+    train(fabric, cfg, method, data, tmp_path)
+    assert seen and all(seen)
+
+
+def test_a_run_without_a_folder_writes_nothing_and_fits_a_step_limit_to_its_time(
+    tmp_path, monkeypatch
+):
+    """``run_dir=None`` (fine-tuning) saves no checkpoint; with both a step limit and a time
+    limit the cosine schedule ends with whichever comes first (here the time: each step of
+    the fake clock takes 1 s, so 30 s fit about 30 of the 1,000 steps)."""
+    cfg, fabric, method, data = tiny_run(tmp_path, max_steps=1000, max_time=30)
+    seen = one_second_steps(monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    result = train(fabric, cfg, method, data, None)
+    assert result.stopped_by == "max_time" and 25 <= result.steps <= 30
+    assert seen[-1] == (result.steps - 1, result.steps)  # the lr reached 0 at the last step
+    assert not any(tmp_path.iterdir())
+    with pytest.raises(SelfsupError, match="no checkpoints"):
+        train(fabric, cfg, method, data, None, resume_from=tmp_path / "step-000001.ckpt")

@@ -1,17 +1,31 @@
 """Fine-tuning: it learns what frozen features cannot, leaves the caller's encoder alone,
-applies layer-wise lr decay exactly, stops on time and repeats with its seed."""
+applies layer-wise lr decay exactly, runs on the engine (precision, NaN guard, time budget,
+DDP), stops on time and repeats with its seed; evaluation streams its data."""
 
-import importlib
+from __future__ import annotations
 
+import math
+import os
+import random
+
+import numpy as np
 import pytest
 import torch
-from torch import nn
+from engine_clock import one_second_steps
+from lightning_fabric import Fabric
+from spawn import launch_two
+from torch import Tensor, nn
+from torch.utils.data import Dataset
 
+from selfsup.config import EvalConfig, from_dict
+from selfsup.data.images import TensorImageDataset
 from selfsup.encoders.transformer import TextTransformer
 from selfsup.encoders.vit import VisionTransformer
+from selfsup.engine import TrainingDiverged
 from selfsup.engine.optim import cosine_lr
 from selfsup.errors import SelfsupError
 from selfsup.evaluate.finetune import (
+    FinetuneConfig,
     finetune,
     finetune_param_groups,
     image_finetune_augment,
@@ -30,6 +44,25 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+def config(**changes) -> FinetuneConfig:
+    """The tests' fine-tuning settings: the defaults, without the progress bar."""
+    return FinetuneConfig(progress=False, **changes)
+
+
+class Labelled(Dataset):
+    """A map-style data set of ``{input_key: x[i], "label": int}`` samples, without a
+    ``labels()`` of its own (fine-tuning then reads the labels sample by sample)."""
+
+    def __init__(self, x: Tensor, y: Tensor, input_key: str = "x") -> None:
+        self.x, self.y, self.input_key = x, y, input_key
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, index: int) -> dict:
+        return {self.input_key: self.x[index], "label": int(self.y[index])}
+
+
 class MLP(nn.Module):
     """A tiny encoder without blocks: 32 -> 64 -> embed_dim."""
 
@@ -43,16 +76,16 @@ class MLP(nn.Module):
         return self.net(x)
 
 
-def quadrant_task(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def quadrant_task(n: int, seed: int) -> Labelled:
     """x ~ N(0, I_32); the class is the quadrant of (x·w1, x·w2) for two fixed directions,
     which a random 4-d projection mostly loses."""
     w = torch.randn(2, 32, generator=torch.Generator().manual_seed(99))
     x = torch.randn(n, 32, generator=torch.Generator().manual_seed(seed))
     s = x @ w.T  # (n, 2)
-    return x, (s[:, 0] > 0).long() + 2 * (s[:, 1] > 0).long()
+    return Labelled(x, (s[:, 0] > 0).long() + 2 * (s[:, 1] > 0).long())
 
 
-def stripes(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def stripes(n: int, seed: int) -> TensorImageDataset:
     """uint8 (n, 1, 8, 8) noisy stripes 2 px wide at a random phase: horizontal (class 0) or
     vertical (class 1), a pattern that survives flips and crops of half the area."""
     g = torch.Generator().manual_seed(seed)
@@ -63,7 +96,8 @@ def stripes(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     vertical = ((r[None, None, :] + phase) // 2 % 2).expand(n, 8, 8)
     pattern = torch.where(y[:, None, None].bool(), vertical, horizontal)
     noise = torch.randint(0, 100, (n, 8, 8), generator=g)
-    return (60 + 100 * pattern + noise).to(torch.uint8)[:, None], y
+    images = (60 + 100 * pattern + noise).to(torch.uint8)[:, None]
+    return TensorImageDataset(images, y, name="stripes", split=str(seed))
 
 
 def tiny_vit(depth: int = 2) -> VisionTransformer:
@@ -77,13 +111,16 @@ def no_channels_last(x: torch.Tensor) -> torch.Tensor:
     return prepare(x, channels_last=False)
 
 
-def test_finetuning_learns_what_frozen_random_features_miss():
-    train_x, train_y = quadrant_task(2000, seed=0)
-    test_x, test_y = quadrant_task(1000, seed=1)
-    encoder = MLP()
+def frozen_probe(encoder: nn.Module, train: Labelled, test: Labelled) -> float:
     with torch.no_grad():
-        frozen = linear_probe(encoder(train_x), train_y, encoder(test_x), test_y)["accuracy"]
-    result = finetune(encoder, train_x, train_y, test_x, test_y, epochs=10, batch_size=64, lr=1e-2)
+        return linear_probe(encoder(train.x), train.y, encoder(test.x), test.y)["accuracy"]
+
+
+def test_finetuning_learns_what_frozen_random_features_miss():
+    train, test = quadrant_task(2000, seed=0), quadrant_task(1000, seed=1)
+    encoder = MLP()
+    frozen = frozen_probe(encoder, train, test)
+    result = finetune(encoder, train, test, config(epochs=10, batch_size=64, lr=1e-2))
     assert frozen < 0.6
     assert result["accuracy"] > 0.85
     assert result["steps"] == 10 * (2000 // 64) and result["epochs"] == 10.0
@@ -91,42 +128,35 @@ def test_finetuning_learns_what_frozen_random_features_miss():
     assert not result["stopped_early"] and result["num_test"] == 1000
 
 
-def test_vit_on_images_with_prepare_and_augment():
-    train_x, train_y = stripes(256, seed=0)
-    test_x, test_y = stripes(200, seed=1)
+def test_vit_on_images_with_to_input_and_augment():
     result = finetune(
         tiny_vit(),
-        train_x,
-        train_y,
-        test_x,
-        test_y,
-        prepare=no_channels_last,
+        stripes(256, seed=0),
+        stripes(200, seed=1),
+        config(epochs=12, batch_size=32, lr=3e-2),
+        to_input=no_channels_last,
         augment=image_finetune_augment,
-        epochs=12,
-        batch_size=32,
-        lr=3e-2,
     )
     assert result["accuracy"] > 0.9
 
 
-def test_caller_encoder_is_never_modified():
+def test_caller_encoder_is_never_modified(monkeypatch):
+    monkeypatch.delenv("PL_GLOBAL_SEED", raising=False)
     encoder = tiny_vit()
     encoder.blocks[0].requires_grad_(False)  # a caller's frozen block stays frozen
     encoder.train()
     before = {k: v.clone() for k, v in encoder.state_dict().items()}
     flags = {n: p.requires_grad for n, p in encoder.named_parameters()}
     rng = torch.get_rng_state()
-    train_x, train_y = stripes(64, seed=0)
+    python_rng, numpy_rng = random.getstate(), np.random.get_state()
+    data = stripes(64, seed=0)
     out = finetune(
         encoder,
-        train_x,
-        train_y,
-        train_x,
-        train_y,
-        prepare=no_channels_last,
+        data,
+        data,
+        config(epochs=2, batch_size=32),
+        to_input=no_channels_last,
         augment=image_finetune_augment,
-        epochs=2,
-        batch_size=32,
         return_model=True,
     )
     after = encoder.state_dict()
@@ -134,6 +164,9 @@ def test_caller_encoder_is_never_modified():
     assert flags == {n: p.requires_grad for n, p in encoder.named_parameters()}
     assert encoder.training
     assert torch.equal(rng, torch.get_rng_state())  # the run's seeding is forked off
+    assert random.getstate() == python_rng  # the engine seeds Python and NumPy too
+    assert np.array_equal(np.random.get_state()[1], numpy_rng[1])
+    assert "PL_GLOBAL_SEED" not in os.environ  # and leaves Lightning's seed variables
     trained = out["encoder"]
     assert trained is not encoder
     assert not torch.equal(trained.blocks[0].mlp[0].weight, encoder.blocks[0].mlp[0].weight)
@@ -165,7 +198,7 @@ def test_layer_ids_and_group_scales_follow_mae():
 
 
 def test_text_transformer_layers_and_finetuning():
-    """Token inputs need no prepare; the embeddings are layer 0, the final norm the top."""
+    """Token inputs need no to_input; the embeddings are layer 0, the final norm the top."""
     torch.manual_seed(0)
     encoder = TextTransformer(
         vocab_size=24, max_length=12, embed_dim=32, depth=2, num_heads=2, dropout=0.0
@@ -180,11 +213,11 @@ def test_text_transformer_layers_and_finetuning():
         tokens = torch.randint(5, 24, (n, 12), generator=g)
         y = torch.arange(n) % 2
         tokens[torch.arange(n), torch.randint(0, 12, (n,), generator=g)] = 3 + y
-        return tokens, y
+        return Labelled(tokens, y, input_key="tokens")
 
-    train_x, train_y = marked(256, seed=0)
-    test_x, test_y = marked(200, seed=1)
-    result = finetune(encoder, train_x, train_y, test_x, test_y, epochs=10, batch_size=32, lr=3e-2)
+    result = finetune(
+        encoder, marked(256, seed=0), marked(200, seed=1), config(epochs=10, batch_size=32, lr=3e-2)
+    )
     assert result["accuracy"] > 0.9
 
 
@@ -201,7 +234,8 @@ def test_encoder_without_blocks_gets_plain_adamw_groups():
 
 
 def test_optimizer_lr_of_every_group_each_step(monkeypatch):
-    """The AdamW run sees peak_lr(t) × 0.5^(depth + 1 - layer) in every group at every step."""
+    """The engine's AdamW sees peak_lr(t) × 0.5^(depth + 1 - layer) in every group at every
+    step."""
     recorded = []
 
     class Recording(torch.optim.AdamW):
@@ -210,21 +244,15 @@ def test_optimizer_lr_of_every_group_each_step(monkeypatch):
             return super().step(closure)
 
     monkeypatch.setattr(torch.optim, "AdamW", Recording)
-    train_x, train_y = stripes(64, seed=0)
+    data = stripes(64, seed=0)
     encoder = tiny_vit(depth=2)
     ids = layer_ids(encoder)
     result = finetune(
         encoder,
-        train_x,
-        train_y,
-        train_x,
-        train_y,
-        prepare=no_channels_last,
-        epochs=3,
-        batch_size=16,
-        lr=2e-3,
-        layer_decay=0.5,
-        warmup_fraction=0.25,
+        data,
+        data,
+        config(epochs=3, batch_size=16, lr=2e-3, layer_decay=0.5, warmup_fraction=0.25),
+        to_input=no_channels_last,
     )
     total, peak = 3 * 4, 2e-3 * 16 / 256
     assert len(recorded) == result["steps"] == total
@@ -240,24 +268,14 @@ def test_optimizer_lr_of_every_group_each_step(monkeypatch):
 
 
 def test_layer_decay_slows_the_embeddings():
-    train_x, train_y = stripes(64, seed=0)
+    data = stripes(64, seed=0)
     start = tiny_vit(depth=1)
 
     def moved(layer_decay):
-        out = finetune(
-            start,
-            train_x,
-            train_y,
-            train_x,
-            train_y,
-            prepare=no_channels_last,
-            epochs=2,
-            batch_size=16,
-            lr=1e-2,
-            weight_decay=0.0,
-            layer_decay=layer_decay,
-            return_model=True,
+        settings = config(
+            epochs=2, batch_size=16, lr=1e-2, weight_decay=0.0, layer_decay=layer_decay
         )
+        out = finetune(start, data, data, settings, to_input=no_channels_last, return_model=True)
         delta = out["encoder"].patch_embed.weight - start.patch_embed.weight
         return float(delta.detach().abs().max())
 
@@ -266,39 +284,46 @@ def test_layer_decay_slows_the_embeddings():
 
 
 def test_max_time_stops_early_and_still_evaluates():
-    train_x, train_y = quadrant_task(512, seed=0)
-    test_x, test_y = quadrant_task(256, seed=1)
-    result = finetune(
-        MLP(), train_x, train_y, test_x, test_y, epochs=100000, batch_size=64, max_time=0.3
-    )
+    train, test = quadrant_task(512, seed=0), quadrant_task(256, seed=1)
+    result = finetune(MLP(), train, test, config(epochs=100000, batch_size=64, max_time=0.3))
     assert result["stopped_early"]
     assert 1 <= result["steps"] < 100000 * 8
     assert result["epochs"] == pytest.approx(result["steps"] / 8)
     assert 0.0 <= result["accuracy"] <= 1.0
     assert result["seconds"] < 10
-    once = finetune(MLP(), train_x, train_y, test_x, test_y, epochs=5, max_time=0.0)
+    once = finetune(MLP(), train, test, config(epochs=5, max_time=0.0))
     assert once["steps"] == 1 and once["stopped_early"]
 
 
-def test_same_seed_same_result_other_seed_differs():
-    train_x, train_y = stripes(96, seed=0)
-    test_x, test_y = stripes(64, seed=1)
+def test_the_time_budget_is_honoured():
+    """The budget covers the LP-FT starting probe and the training loop: the loop stops
+    within about a step of what the probe left, and the run was fitted to it (stopped early
+    though its epochs were far from done)."""
+    budget = 1.5
+    result = finetune(
+        MLP(),
+        quadrant_task(512, seed=0),
+        quadrant_task(256, seed=1),
+        config(epochs=100000, batch_size=64, max_time=budget, head_init="probe"),
+    )
+    assert result["stopped_early"] and result["steps"] > 12  # past the speed calibration
+    assert result["train_seconds"] <= budget + 0.25
+    assert result["seconds"] < budget + 5  # + scoring 256 samples
 
+
+def test_same_seed_same_result_other_seed_differs():
+    train, test = stripes(96, seed=0), stripes(64, seed=1)
     encoder = tiny_vit()
 
     def run(seed, caller_seed):
         torch.manual_seed(caller_seed)  # the run seeds its own RNG, whatever the caller's state
         return finetune(
             encoder,
-            train_x,
-            train_y,
-            test_x,
-            test_y,
-            prepare=no_channels_last,
+            train,
+            test,
+            config(epochs=2, batch_size=32, seed=seed),
+            to_input=no_channels_last,
             augment=image_finetune_augment,
-            epochs=2,
-            batch_size=32,
-            seed=seed,
             return_model=True,
         )
 
@@ -311,8 +336,8 @@ def test_same_seed_same_result_other_seed_differs():
 
 
 def test_small_training_set_is_one_batch():
-    train_x, train_y = quadrant_task(40, seed=0)
-    result = finetune(MLP(), train_x, train_y, train_x, train_y, epochs=3, batch_size=128)
+    train = quadrant_task(40, seed=0)
+    result = finetune(MLP(), train, train, config(epochs=3, batch_size=128))
     assert result["steps"] == 3 and result["lr"] == pytest.approx(1e-3 * 40 / 256)
 
 
@@ -352,39 +377,46 @@ def test_augment_is_batched_random_in_range_and_seedable():
 
 
 def test_bad_inputs_raise_advice():
-    x, y = quadrant_task(32, seed=0)
+    data = quadrant_task(32, seed=0)
     with pytest.raises(SelfsupError, match="embed_dim"):
-        finetune(nn.Linear(32, 4), x, y, x, y)
-    with pytest.raises(SelfsupError, match="prepare"):
-        images, labels = stripes(8, seed=0)
-        finetune(tiny_vit(), images, labels, images, labels)
-    with pytest.raises(SelfsupError, match="one label per row"):
-        finetune(MLP(), x, y[:-1], x, y)
+        finetune(nn.Linear(32, 4), data, data)
+    with pytest.raises(SelfsupError, match="to_input"):
+        images = stripes(8, seed=0)
+        finetune(tiny_vit(), images, images)
+    with pytest.raises(SelfsupError, match="'label'"):  # samples without labels
+        bare = [{"x": x} for x in data.x]
+        finetune(MLP(), bare, bare, input_key="x")
+    with pytest.raises(SelfsupError, match=r"unlabelled \(-1\)"):  # a source without labels
+        unlabelled = TensorImageDataset(stripes(8, seed=0).as_tensor(), None, name="u", split="")
+        finetune(tiny_vit(), unlabelled, unlabelled, to_input=no_channels_last)
+    with pytest.raises(SelfsupError, match="input_key"):
+        finetune(MLP(), data, data, input_key="image")
     with pytest.raises(SelfsupError, match="num_classes"):
-        finetune(MLP(), x, y, x, y, num_classes=2)
+        finetune(MLP(), data, data, num_classes=2)
     with pytest.raises(SelfsupError, match="layer_decay"):
-        finetune(MLP(), x, y, x, y, layer_decay=1.5)
+        finetune(MLP(), data, data, config(layer_decay=1.5))
 
     class Tokens(MLP):
         def forward(self, x):
             return super().forward(x)[:, None].expand(-1, 3, -1)  # (B, 3, D): not pooled
 
     with pytest.raises(SelfsupError, match="pool"):
-        finetune(Tokens(), x, y, x, y, epochs=1)
+        finetune(Tokens(), data, data, config(epochs=1))
 
 
-def test_probe_head_starts_fine_tuning_at_the_linear_probe():
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_probe_head_starts_fine_tuning_at_the_linear_probe(precision):
     """LP-FT: with head_init="probe" and a learning rate too small to move anything, the
     result is the frozen features' linear probe (the standardisation folded into the head);
-    the default small head stays at chance."""
-    train_x, train_y = quadrant_task(2000, seed=0)
-    test_x, test_y = quadrant_task(1000, seed=1)
+    the default small head stays at chance. Under bf16-mixed the features are bfloat16 but
+    the probe is fitted in float32 (L-BFGS under autocast lost 12 points here)."""
+    train, test = quadrant_task(2000, seed=0), quadrant_task(1000, seed=1)
     encoder = MLP(embed_dim=16)
-    with torch.no_grad():
-        probe = linear_probe(encoder(train_x), train_y, encoder(test_x), test_y)["accuracy"]
+    probe = frozen_probe(encoder, train, test)
     still = {"epochs": 1, "batch_size": 64, "lr": 1e-12, "label_smoothing": 0.0}
-    started = finetune(encoder, train_x, train_y, test_x, test_y, head_init="probe", **still)
-    small = finetune(encoder, train_x, train_y, test_x, test_y, **still)
+    still["precision"] = precision
+    started = finetune(encoder, train, test, config(head_init="probe", **still))
+    small = finetune(encoder, train, test, config(**still))
     assert probe > 0.4
     assert started["accuracy"] == pytest.approx(probe, abs=0.02)
     assert small["accuracy"] < probe - 0.1
@@ -392,28 +424,210 @@ def test_probe_head_starts_fine_tuning_at_the_linear_probe():
 
 def test_time_limited_schedule_fits_the_time(monkeypatch):
     """On a clock where each step takes 1 s, a 40 s budget fits 40 of 800 planned steps: the
-    cosine schedule is refitted to end there (lr → 0 at the last step), not cut at its peak."""
-    ft = importlib.import_module("selfsup.evaluate.finetune")  # the package re-exports finetune()
-
-    clock = iter(range(10**6))
-    monkeypatch.setattr(ft.time, "perf_counter", lambda: float(next(clock)))
-    seen: list[tuple[int, int]] = []
-
-    def spy(step, total, peak, warmup):
-        seen.append((step, total))
-        return cosine_lr(step, total, peak, warmup)
-
-    monkeypatch.setattr(ft, "cosine_lr", spy)
-    train_x, train_y = quadrant_task(512, seed=0)
-    test_x, test_y = quadrant_task(256, seed=1)
-    result = finetune(
-        MLP(), train_x, train_y, test_x, test_y, epochs=100, batch_size=64, max_time=40
-    )
+    engine's cosine schedule is refitted to end there (lr → 0 at the last step), not cut at
+    its peak."""
+    seen = one_second_steps(monkeypatch)
+    train, test = quadrant_task(512, seed=0), quadrant_task(256, seed=1)
+    result = finetune(MLP(), train, test, config(epochs=100, batch_size=64, max_time=40))
     assert result["stopped_early"]
     last_step, horizon = seen[-1]
     assert horizon < 100 * 8  # refitted
     assert last_step + 1 == result["steps"]
     assert horizon - result["steps"] <= 1  # the schedule ended with the time
     assert 30 <= result["steps"] <= 40
-    untimed = finetune(MLP(), train_x, train_y, test_x, test_y, epochs=2, batch_size=64)
+    untimed = finetune(MLP(), train, test, config(epochs=2, batch_size=64))
     assert not untimed["stopped_early"] and untimed["steps"] == 16
+
+
+# ------------------------------------------------------------------- on the engine's loop
+
+
+def test_bf16_mixed_finetuning_computes_in_bf16_and_learns_as_float32():
+    train, test = quadrant_task(1000, seed=0), quadrant_task(500, seed=1)
+
+    def run(precision):
+        settings = config(epochs=6, batch_size=64, lr=1e-2, precision=precision)
+        return finetune(MLP(), train, test, settings)
+
+    bf16, fp32 = run("bf16-mixed"), run("32-true")
+    assert (bf16["precision"], fp32["precision"]) == ("bf16-mixed", "32-true")
+    assert math.isfinite(bf16["train_loss"])
+    assert bf16["train_loss"] != fp32["train_loss"]  # the steps really ran in bfloat16
+    assert bf16["accuracy"] == pytest.approx(fp32["accuracy"], abs=0.03)
+
+
+class TurnsNaN(MLP):
+    """Its features become NaN from the third forward pass on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        z = super().forward(x)
+        return z * float("nan") if self.calls >= 3 else z
+
+
+def test_a_nan_loss_stops_fine_tuning_with_one_line():
+    data = quadrant_task(256, seed=0)
+    with pytest.raises(
+        TrainingDiverged, match=r"fine-tuning loss became nan at step 3; lower lr"
+    ) as error:
+        finetune(TurnsNaN(), data, data, config(epochs=2, batch_size=64))
+    assert "\n" not in str(error.value) and error.value.step == 3
+
+
+def _fine_tune_share(fabric: Fabric) -> tuple[float, int, float, dict]:
+    """Fine-tune on this process's share of a global batch of 32 (LP-FT head, no augment,
+    no dropout: every process computes the same thing as one process would)."""
+    settings = config(
+        epochs=2,
+        batch_size=32 // fabric.world_size,
+        lr=1e-2,
+        head_init="probe",
+        warmup_fraction=0.2,
+    )
+    out = finetune(
+        MLP(),
+        quadrant_task(256, seed=0),
+        quadrant_task(120, seed=1),
+        settings,
+        fabric=fabric,
+        return_model=True,
+    )
+    named = [*out["encoder"].named_parameters(), *out["head"].named_parameters(prefix="head")]
+    weights = {n: p.detach().numpy().copy() for n, p in named}  # numpy: safe across processes
+    return out["accuracy"], out["steps"], out["train_loss"], weights
+
+
+@pytest.mark.slow
+def test_two_processes_fine_tune_like_one_with_the_whole_batch():
+    one = Fabric(accelerator="cpu", devices=1).launch(_fine_tune_share)
+    two = launch_two(_fine_tune_share)
+    assert two[1] == one[1] == 2 * (256 // 32)
+    assert two[0] == one[0]
+    assert two[2] == pytest.approx(one[2], rel=1e-5)
+    for name, weight in one[3].items():
+        np.testing.assert_allclose(two[3][name], weight, rtol=1e-4, atol=1e-6, err_msg=name)
+
+
+class Series(Dataset):
+    """Series of 3-12 steps, ``{"series": float32 (T,), "label": int}``: class 1 drifts up,
+    class 0 down."""
+
+    input_key = "series"
+
+    def __init__(self, n: int, seed: int) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.labels_ = torch.arange(n) % 2
+        lengths = torch.randint(3, 13, (n,), generator=g)
+        self.series = [
+            torch.randn(int(t), generator=g) + (2.0 * float(y) - 1.0)
+            for t, y in zip(lengths, self.labels_)
+        ]
+
+    def __len__(self) -> int:
+        return len(self.series)
+
+    def __getitem__(self, index: int) -> dict:
+        return {"series": self.series[index], "label": int(self.labels_[index])}
+
+
+def pad_series(samples: list[dict]) -> dict[str, Tensor]:
+    """Pad to the longest series: (B, T, 2), values then a 1/0 mask of the real steps."""
+    longest = max(len(s["series"]) for s in samples)
+    x = torch.zeros(len(samples), longest, 2)
+    for i, s in enumerate(samples):
+        x[i, : len(s["series"]), 0] = s["series"]
+        x[i, : len(s["series"]), 1] = 1.0
+    return {"series": x, "label": torch.tensor([s["label"] for s in samples])}
+
+
+class MaskedMean(nn.Module):
+    """Mean of the real steps of a padded series, then a linear map to 4 features."""
+
+    embed_dim = 4
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.proj = nn.Linear(1, 4)
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, T, 2)
+        mean = (x[..., 0] * x[..., 1]).sum(1) / x[..., 1].sum(1)  # (B,)
+        return self.proj(mean[:, None])  # (B, 4)
+
+
+def test_variable_length_inputs_batch_through_a_padding_collate():
+    from selfsup.api import extract_features
+
+    train, test = Series(256, seed=0), Series(128, seed=1)
+    features = extract_features(
+        MaskedMean(), test, batch_size=50, device="cpu", to_input=lambda x: x, collate=pad_series
+    )
+    assert features.shape == (128, 4)
+    result = finetune(
+        MaskedMean(), train, test, config(epochs=3, batch_size=32, lr=1e-1), collate=pad_series
+    )
+    assert result["accuracy"] > 0.9
+
+
+@pytest.mark.slow
+def test_evaluate_run_streams_its_data_and_fine_tunes_on_the_engine(monkeypatch):
+    """Evaluation reads the splits batch by batch: a data set whose ``as_tensor`` fails
+    (as a folder of files too large for memory would) is still evaluated, fine-tuning
+    included."""
+    from selfsup.api import evaluate_run
+    from selfsup.encoders import build_encoder
+
+    def refused(self):
+        raise AssertionError("evaluation must not hold a whole split in memory")
+
+    monkeypatch.setattr(TensorImageDataset, "as_tensor", refused)
+    torch.manual_seed(0)
+    encoder = build_encoder("convnet", in_channels=1, image_size=8, width=8)
+    ev = EvalConfig(
+        protocols=("linear", "finetune"),
+        label_fractions=(1.0,),
+        seeds=(0,),
+        finetune_epochs=1,
+        finetune_batch_size=64,
+        max_train=600,
+        report=False,
+    )
+    rows = evaluate_run(encoder, "digits", eval_cfg=ev, name="convnet")
+    got = {(r["encoder"], r["protocol"]): r for r in rows}
+    assert {("convnet", "linear"), ("raw", "linear"), ("convnet", "finetune")} <= set(got)
+    assert got[("convnet", "finetune")]["num_train"] == 600
+    assert 0.1 < got[("convnet", "finetune")]["accuracy"] <= 1.0
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"epochs": 0}, "epochs and batch_size"),
+        ({"batch_size": 0}, "epochs and batch_size"),
+        ({"max_time": -1.0}, "max_time"),
+        ({"lr": 0.0}, "lr > 0"),
+        ({"lr": float("nan")}, "lr > 0"),
+        ({"weight_decay": -0.1}, "weight_decay"),
+        ({"layer_decay": 0.0}, "layer_decay"),
+        ({"layer_decay": 1.5}, "layer_decay"),
+        ({"label_smoothing": 1.0}, "label_smoothing"),
+        ({"warmup_fraction": -0.1}, "warmup_fraction"),
+        ({"head_init": "zeros"}, "head_init must be one of small, probe"),
+        ({"precision": "bf16"}, "precision"),
+        ({"seed": -1}, "seed"),
+    ],
+)
+def test_config_validation_is_one_line_advice(change, message):
+    FinetuneConfig().validate()  # the defaults are valid
+    with pytest.raises(SelfsupError, match=message) as error:
+        FinetuneConfig(**change).validate()
+    assert "\n" not in str(error.value)
+    with pytest.raises(SelfsupError):  # a mapping from a YAML file is checked too
+        from_dict(FinetuneConfig, change)
+    data = quadrant_task(8, seed=0)
+    with pytest.raises(SelfsupError, match=message):  # and finetune checks what it is given
+        finetune(MLP(), data, data, FinetuneConfig(**change))

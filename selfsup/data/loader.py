@@ -6,7 +6,7 @@ generator converts and augments the whole batch there.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -15,10 +15,14 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from selfsup.data.images import Sample
 from selfsup.errors import SelfsupError
 
+Collate = Callable[[Sequence[Sample]], dict[str, Tensor]]
+"""Samples -> one batch; variable-length inputs need one that pads (and returns a mask)."""
+
 
 def collate_samples(samples: Sequence[Sample]) -> dict[str, Tensor]:
-    """Stack each key of the samples: images (C, H, W) -> (B, C, H, W), labels () -> (B,)."""
-    return {key: torch.stack([s[key] for s in samples]) for key in samples[0]}
+    """Stack each key of the samples: images (C, H, W) -> (B, C, H, W), labels (a 0-d tensor
+    or a Python int) -> (B,)."""
+    return {key: torch.stack([torch.as_tensor(s[key]) for s in samples]) for key in samples[0]}
 
 
 def make_loader(
@@ -31,6 +35,7 @@ def make_loader(
     num_workers: int = 0,
     drop_last: bool = True,
     pin_memory: bool | None = None,
+    collate: Collate | None = None,
 ) -> DataLoader[Sample]:
     """A DataLoader of collated uint8 batches.
 
@@ -45,6 +50,8 @@ def make_loader(
         drop_last: drop the last incomplete batch (keep True for training: contrastive
             losses and batch norm want full batches; set False to extract features).
         pin_memory: page-locked batches for a faster copy to a GPU; None = when CUDA exists.
+        collate: samples -> batch; None stacks every key (`collate_samples`), which needs
+            inputs of one shape: pass a padding one for variable-length inputs.
     """
     if batch_size < 1:
         raise SelfsupError(f"batch size must be at least 1, got {batch_size}")
@@ -64,7 +71,7 @@ def make_loader(
         shuffle=sampler is None and shuffle,
         sampler=sampler,
         num_workers=num_workers,
-        collate_fn=collate_samples,
+        collate_fn=collate or collate_samples,
         pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
         drop_last=drop_last,
         persistent_workers=num_workers > 0,

@@ -749,7 +749,9 @@ def read_texts(argument: str, split: Split) -> tuple[list[str], list[int] | None
         try:
             for sample in tarfile_samples([{"url": str(path)}]):
                 count += 1
-                if source.counts is None and in_test_split(sample["__key__"], TEST_FRACTION) != (split == "test"):
+                if source.counts is None and in_test_split(sample["__key__"], TEST_FRACTION) != (
+                    split == "test"
+                ):
                     continue
                 raw = next((sample[e] for e in TEXT_EXTENSIONS if e in sample), None)
                 if raw is None:

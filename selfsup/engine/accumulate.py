@@ -82,7 +82,8 @@ def accumulated_step(
     for i, part in enumerate(parts):
         size = next(v for v in part.values() if isinstance(v, Tensor)).shape[0]
         with fabric.no_backward_sync(model, enabled=i < len(parts) - 1):
-            out = model.training_step(part)
+            with fabric.autocast():  # Fabric's own only where DDP/FSDP wraps the module
+                out = model.training_step(part)
             loss = out["loss"] * (size / total)
             if torch.isfinite(loss):
                 fabric.backward(loss)
@@ -129,7 +130,8 @@ def cached_step(
         size = views[0].shape[0]
         for v, view in enumerate(views):
             with fabric.no_backward_sync(model, enabled=c * len(views) + v < last):
-                z = model.embed(view)  # (b, D)
+                with fabric.autocast():  # as in the first pass
+                    z = model.embed(view)  # (b, D)
                 fabric.backward(z, grads[v][start : start + size].to(z.dtype))
         start += size
     _set_rng_state(after, device)

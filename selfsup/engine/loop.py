@@ -3,6 +3,10 @@
 Fabric owns devices, the distributed strategy, precision and checkpoint I/O; this file owns
 the order of things: schedule, step, NaN guard, logging, collapse monitor, checkpoints,
 stopping rules and exact resume.
+
+Fine-tuning runs through the same loop (``selfsup.evaluate.finetune``): its module offers
+``param_groups`` with per-group ``lr_scale`` (layer-wise lr decay), and it trains without a
+run folder (``run_dir=None``: no checkpoints, no logs).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from lightning_fabric import Fabric
@@ -42,12 +46,20 @@ from selfsup.engine.sharding import CACHE_REFUSED, fsdp_strategy
 from selfsup.errors import SelfsupError
 from selfsup.evaluate.collapse import effective_rank, embedding_std
 
+if TYPE_CHECKING:
+    from selfsup.data.loader import Collate
+
 log = logging.getLogger("selfsup")
 warnings.filterwarnings("ignore", message="Experiment logs directory")
 
 
 class TrainingDiverged(SelfsupError):
-    """The loss became NaN or Inf and the run was stopped."""
+    """The loss became NaN or Inf and the run was stopped; ``step`` and ``loss`` say where."""
+
+    def __init__(self, message: str, *, step: int = 0, loss: float = math.nan) -> None:
+        super().__init__(message)
+        self.step = step
+        self.loss = loss
 
 
 class CollapseDetected(SelfsupError):
@@ -56,7 +68,7 @@ class CollapseDetected(SelfsupError):
 
 @dataclass
 class TrainResult:
-    run_dir: Path
+    run_dir: Path | None
     start_step: int
     steps: int
     stopped_by: str
@@ -86,21 +98,36 @@ def _planned_steps(cfg: RunConfig, steps_per_epoch: int) -> int | None:
 
 
 def _batches(
-    dataset: Any, sampler: ResumableSampler, batch_size: int, num_workers: int
+    dataset: Any,
+    sampler: ResumableSampler,
+    batch_size: int,
+    num_workers: int,
+    collate: Collate | None = None,
 ) -> Iterator[dict[str, Tensor]]:
-    """Batches of one epoch in the sampler's order. In-memory sources are sliced as whole
-    tensors; file sources go through a DataLoader whose workers decode."""
-    if getattr(dataset, "in_memory", False):
+    """Batches of one epoch in the sampler's order, labels included. In-memory sources are
+    sliced as whole tensors; file sources go through a DataLoader whose workers decode."""
+    if getattr(dataset, "in_memory", False) and collate is None:
         inputs = dataset.as_tensor()  # uint8 (N, C, H, W) images or int64 (N, L) tokens
+        labels = dataset.labels() if callable(getattr(dataset, "labels", None)) else None  # (N,)
         key = dataset.input_key  # the batch key of the data's modality
         indices = torch.tensor(list(iter(sampler)), dtype=torch.long)
         for start in range(0, len(indices) - batch_size + 1, batch_size):
-            yield {key: inputs[indices[start : start + batch_size]]}
+            rows = indices[start : start + batch_size]  # (B,)
+            yield (
+                {key: inputs[rows]}
+                if labels is None
+                else {key: inputs[rows], "label": labels[rows]}
+            )
         return
     from selfsup.data import make_loader
 
     yield from make_loader(
-        dataset, batch_size, sampler=sampler, num_workers=num_workers, drop_last=True
+        dataset,
+        batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        drop_last=True,
+        collate=collate,
     )
 
 
@@ -175,15 +202,23 @@ def train(
     cfg: RunConfig,
     method: nn.Module,
     dataset: Any,
-    run_dir: Path,
+    run_dir: Path | None,
     *,
     resume_from: Path | None = None,
     on_step: Callable[[int, float], None] | None = None,
+    description: str = "pretrain",
+    collate: Collate | None = None,
 ) -> TrainResult:
-    """Pretrain ``method`` on ``dataset`` under ``fabric``; see the module docstring.
+    """Train ``method`` on ``dataset`` under ``fabric``; see the module docstring.
 
+    ``run_dir`` receives the checkpoints (and, through the fabric's loggers, the metrics);
+    None trains without writing anything (fine-tuning), which also rules out ``resume_from``.
     ``on_step(step, loss)`` is called after every optimizer step (tests use it to interrupt).
+    ``description`` names the run on the progress bar; ``collate`` batches the samples when
+    they are read through a DataLoader (None stacks them: inputs of one shape).
     """
+    if run_dir is None and resume_from is not None:
+        raise SelfsupError("a run without a run folder writes no checkpoints to resume from")
     t = cfg.train
     fabric.seed_everything(t.seed, verbose=False)
     world = fabric.world_size
@@ -203,8 +238,10 @@ def train(
             f"the data set has {len(dataset)} samples, fewer than one batch of {t.batch_size} per process: "
             "lower --batch-size"
         )
-    max_seconds = parse_duration(t.max_time) if t.max_time else None
-    horizon = _planned_steps(cfg, steps_per_epoch)
+    max_seconds = parse_duration(t.max_time) if t.max_time is not None else None
+    planned = _planned_steps(cfg, steps_per_epoch)
+    horizon = planned
+    fitted = max_seconds is None  # a time-limited run fits its horizon once it knows its speed
     if horizon is None and max_seconds is None:
         raise SelfsupError("the run has no end: give --max-steps, --max-epochs or --max-time")
 
@@ -240,12 +277,13 @@ def train(
         step = int(extra["step"])
         elapsed_before = float(extra.get("elapsed", 0.0))
         saved_horizon = int(extra.get("horizon", -1))
-        if saved_horizon > 0 and _planned_steps(cfg, steps_per_epoch) is None:
-            horizon = saved_horizon
+        if saved_horizon > 0 and max_seconds is not None:
+            horizon = saved_horizon if planned is None else min(planned, saved_horizon)
+            fitted = True
         torch.set_rng_state(extra["rng_cpu"])
         if torch.cuda.is_available() and "rng_cuda" in extra:
             torch.cuda.set_rng_state(extra["rng_cuda"], fabric.device)
-        if fabric.is_global_zero:
+        if fabric.is_global_zero and run_dir is not None:
             _replay_metrics(fabric, run_dir, step)
             console.print(f"[green]resumed[/] from {resume_from} at step {step}")
 
@@ -276,22 +314,23 @@ def train(
     last_log = time.perf_counter()
     samples_since_log = 0
     start_step = step
-    stopped_by = "max_steps" if _planned_steps(cfg, steps_per_epoch) is not None else "max_time"
-    with TrainProgress(horizon or 0, step, enabled=t.progress and fabric.is_global_zero) as bar:
+    stopped_by = "max_steps" if planned is not None else "max_time"
+    progress_on = t.progress and fabric.is_global_zero
+    with TrainProgress(horizon or 0, step, enabled=progress_on, description=description) as bar:
         while True:
             epoch, in_epoch = divmod(step, steps_per_epoch)
             sampler.set_position(epoch, in_epoch)
-            for batch in _batches(dataset, sampler, t.batch_size, cfg.data.num_workers):
+            for batch in _batches(dataset, sampler, t.batch_size, cfg.data.num_workers, collate):
                 if horizon is not None and step >= horizon:
                     break
                 batch = fabric.to_device(batch)
                 lr = cosine_lr(step, horizon or 10**9, lr_peak, warmup_steps(), t.min_lr_ratio)
                 for group in optimizer.param_groups:
-                    group["lr"] = lr
+                    group["lr"] = lr * group.get("lr_scale", 1.0)  # layer-wise lr decay
 
                 out = step_fn(fabric, model, batch)
                 loss = out["loss"]
-                loss_mean = distributed.all_reduce_mean(loss.detach().float())
+                loss_mean = _process_mean(fabric, loss.detach().float())
                 if not torch.isfinite(loss_mean):
                     if t.on_nan == "skip":
                         optimizer.zero_grad(set_to_none=True)
@@ -300,7 +339,7 @@ def train(
                         )
                         step += 1
                         continue
-                    last = checkpoint.latest_checkpoint(run_dir)
+                    last = checkpoint.latest_checkpoint(run_dir) if run_dir else None
                     kept = (
                         f"the last good checkpoint is {last}"
                         if last
@@ -308,7 +347,9 @@ def train(
                     )
                     raise TrainingDiverged(
                         f"loss became {loss_mean.item()} at step {step + 1}; {kept}. Lower train.lr, "
-                        "set train.grad_clip, or pass --set train.on_nan=skip"
+                        "set train.grad_clip, or pass --set train.on_nan=skip",
+                        step=step + 1,
+                        loss=loss_mean.item(),
                     )
                 if not already_backward:
                     fabric.backward(loss)
@@ -326,24 +367,23 @@ def train(
                 samples_since_log += t.batch_size * world
 
                 # A time-limited run fixes its horizon once it knows its speed, and fits it
-                # again at the REFIT_AT shares of its budget.
+                # again at the REFIT_AT shares of its budget; a step or epoch limit caps it.
                 if max_seconds is not None and calib_start is not None and refits < len(REFIT_AT):
                     spent = elapsed_before + time.perf_counter() - started
-                    if horizon is not None and _any_process(
-                        fabric, spent >= REFIT_AT[refits] * max_seconds
-                    ):
+                    if fitted and _any_process(fabric, spent >= REFIT_AT[refits] * max_seconds):
                         per_step = (time.perf_counter() - calib_start) / (step - WARM_STEPS)
-                        horizon = _fit_horizon(fabric, step, per_step, max_seconds - spent)
+                        horizon = _fit_horizon(fabric, step, per_step, max_seconds - spent, planned)
                         bar.set_total(horizon)
                         refits += 1
-                if horizon is None and max_seconds is not None:
+                if not fitted and max_seconds is not None:
                     if step == WARM_STEPS:
                         calib_start = time.perf_counter()
                     elif step == WARM_STEPS + CALIBRATION_STEPS and calib_start is not None:
                         per_step = (time.perf_counter() - calib_start) / CALIBRATION_STEPS
                         left = max_seconds - elapsed_before - (time.perf_counter() - started)
-                        horizon = _fit_horizon(fabric, step, per_step, left)
+                        horizon = _fit_horizon(fabric, step, per_step, left, planned)
                         bar.set_total(horizon)
+                        fitted = True
 
                 now = time.perf_counter()
                 if step % t.log_every == 0 or step == horizon:
@@ -382,17 +422,22 @@ def train(
                 )
                 if out_of_time:
                     stopped_by = "max_time"
-                if step % t.checkpoint_every == 0 or out_of_time or step == horizon:
+                saving = step % t.checkpoint_every == 0 or out_of_time or step == horizon
+                if saving and run_dir is not None:
                     checkpoint.save(fabric, run_dir, step, state_at(step))
                 if out_of_time:
                     break
             else:
                 continue  # epoch finished: next epoch
             break
-    if step > start_step and checkpoint.latest_checkpoint(run_dir) != checkpoint.checkpoint_path(
-        run_dir, step
+    if (
+        run_dir is not None
+        and step > start_step
+        and checkpoint.latest_checkpoint(run_dir) != checkpoint.checkpoint_path(run_dir, step)
     ):
         checkpoint.save(fabric, run_dir, step, state_at(step))
+    if planned is not None and step < planned:
+        stopped_by = "max_time"  # the time-fitted horizon ended before the step limit
     for logger in fabric.loggers:
         logger.finalize("success")
     result.steps = step
@@ -401,10 +446,21 @@ def train(
     return result
 
 
-def _fit_horizon(fabric: Fabric, step: int, per_step: float, seconds_left: float) -> int:
+def _fit_horizon(
+    fabric: Fabric, step: int, per_step: float, seconds_left: float, cap: int | None
+) -> int:
     """The last step of a time-limited run: as many more steps as fit in ``seconds_left`` at
-    ``per_step`` seconds each, the same in every process (the smallest)."""
-    return int(distributed_min(fabric, step + max(1, int(seconds_left / per_step))))
+    ``per_step`` seconds each, the same in every process (the smallest), and at most ``cap``
+    (the step or epoch limit, if any)."""
+    fits = int(distributed_min(fabric, step + max(1, int(seconds_left / per_step))))
+    return fits if cap is None else min(cap, fits)
+
+
+def _process_mean(fabric: Fabric, value: Tensor) -> Tensor:
+    """The mean of ``value`` over the fabric's processes (itself in one process)."""
+    if fabric.world_size == 1:
+        return value
+    return fabric.all_reduce(value, reduce_op="mean")  # type: ignore[return-value]
 
 
 def _enable_grad_checkpointing(encoder: nn.Module, name: str) -> None:
@@ -416,13 +472,20 @@ def _enable_grad_checkpointing(encoder: nn.Module, name: str) -> None:
     encoder.grad_checkpointing = True
 
 
+def _whole_step(fabric: Fabric, model: nn.Module, batch: dict[str, Any]) -> dict[str, Tensor]:
+    """``training_step`` on the whole batch, under the precision's autocast: Fabric enters it
+    for a marked method only where DDP or FSDP wraps the module, not on one device."""
+    with fabric.autocast():
+        return model.training_step(batch)
+
+
 def _step_function(
     method: nn.Module, batch_size: int, micro_batch: int | None, use_cache: bool
 ) -> tuple[Callable[..., dict[str, Tensor]], bool]:
     """How one step's loss is made: whole, gradient-cached or accumulated. The second value
     says whether that function already back-propagated."""
     if micro_batch is None or micro_batch >= batch_size:
-        return (lambda fabric, model, batch: model.training_step(batch)), False
+        return _whole_step, False
     if use_cache and supports_gradient_cache(method):
         return functools.partial(cached_step, micro_batch=micro_batch), True
     return functools.partial(accumulated_step, micro_batch=micro_batch), True
@@ -445,8 +508,8 @@ def distributed_min(fabric: Fabric, value: int) -> int:
     return int(gathered.min().item())
 
 
-def _kept(run_dir: Path) -> str:
-    last = checkpoint.latest_checkpoint(run_dir)
+def _kept(run_dir: Path | None) -> str:
+    last = checkpoint.latest_checkpoint(run_dir) if run_dir is not None else None
     return f"the last checkpoint, {last}, is kept" if last else "no checkpoint was written yet"
 
 

@@ -21,7 +21,14 @@ RECOMMENDED: dict[str, tuple[float, float]] = {
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Weight decay on weight matrices and kernels only: biases and norm scales are exempt
-    (and LARS skips its trust ratio for them), as in every SSL reference recipe."""
+    (and LARS skips its trust ratio for them), as in every SSL reference recipe.
+
+    A model with its own ``param_groups(weight_decay) -> list[dict]`` (fine-tuning, for
+    layer-wise lr decay) gives its groups instead; a group's optional ``lr_scale`` multiplies
+    the scheduled learning rate at every step."""
+    own = getattr(model, "param_groups", None)
+    if callable(own):
+        return own(weight_decay)
     decay, plain = [], []
     for _, p in model.named_parameters():
         if not p.requires_grad:
@@ -93,11 +100,11 @@ def make_optimizer(
     groups = param_groups(model, weight_decay)
     if name == "adamw":
         for g in groups:
-            g.pop("lars_exclude")
+            g.pop("lars_exclude", None)
         return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999))
     if name == "sgd":
         for g in groups:
-            g.pop("lars_exclude")
+            g.pop("lars_exclude", None)
         return torch.optim.SGD(groups, lr=lr, momentum=0.9)
     return LARS(groups, lr=lr)
 

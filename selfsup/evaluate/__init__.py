@@ -3,7 +3,14 @@ metrics, the label-efficiency protocol and the HTML report; fine-tuning, the TF-
 baseline, perplexity and sampling for masked and language models."""
 
 from selfsup.evaluate.collapse import effective_rank, embedding_std
-from selfsup.evaluate.finetune import finetune, finetune_param_groups, image_finetune_augment
+from selfsup.evaluate.features import map_batches
+from selfsup.evaluate.finetune import (
+    Finetune,
+    FinetuneConfig,
+    finetune,
+    finetune_param_groups,
+    image_finetune_augment,
+)
 from selfsup.evaluate.generate import generate
 from selfsup.evaluate.knn import knn_accuracy, knn_predict
 from selfsup.evaluate.linear import fit_linear_classifier, linear_probe
@@ -25,6 +32,8 @@ from selfsup.evaluate.text import (
 
 __all__ = [
     "FeatureSet",
+    "Finetune",
+    "FinetuneConfig",
     "class_balanced_subset",
     "effective_rank",
     "embedding_std",
@@ -37,6 +46,7 @@ __all__ = [
     "knn_accuracy",
     "knn_predict",
     "linear_probe",
+    "map_batches",
     "perplexity",
     "read_eval_json",
     "read_metrics_csv",

@@ -6,27 +6,125 @@ label smoothing, no weight decay on biases, norms and 1-d parameters, and layer-
 learning-rate decay for Transformers. The caller's encoder is never touched: a deep copy
 is trained. Test labels are read once, to score the final model.
 
+Fine-tuning is not a second training loop: `Finetune` is a module the engine trains like any
+method (``training_step(batch) -> {"loss"}``), so precision, devices and DDP, the cosine
+schedule fitted to a time budget, the NaN guard and the progress bar are the engine's
+(``selfsup.engine.train``). Data comes as map-style data sets of ``{input: tensor, "label":
+int}`` samples, read batch by batch through a DataLoader, for training and for scoring.
+
 Any encoder obeying the contract (``forward(x) -> (B, D)``, ``embed_dim``) works; an
 encoder with a ``blocks`` ``nn.ModuleList`` (ViT, the text Transformer) gets layer decay.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
+import os
+import random
 import time
-from collections.abc import Callable
-from typing import Any, Literal
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.data import Dataset, Subset
 
-from selfsup.engine.optim import CALIBRATION_STEPS, REFIT_AT, WARM_STEPS, cosine_lr
+from selfsup.config import DataConfig, Precision, RunConfig, TrainConfig
+from selfsup.data.loader import Collate
 from selfsup.errors import SelfsupError
+from selfsup.evaluate.features import dataset_input_key, dataset_labels, map_batches
 from selfsup.evaluate.linear import fit_linear_classifier
 
+if TYPE_CHECKING:
+    from lightning_fabric import Fabric
+
 HEAD_INIT_STD = 2e-5  # MAE's fine-tuning head: trunc_normal_(head.weight, std=2e-5), zero bias
+
+HeadInit = Literal["small", "probe"]
+Accelerator = Literal["auto", "cpu", "cuda", "gpu", "mps"]
+
+
+@dataclass
+class FinetuneConfig:
+    """Fine-tuning's hyperparameters; the defaults are MAE's recipe (He et al. 2022, A.1)
+    with the epochs and warm-up of a small data set."""
+
+    epochs: int = 10
+    """Passes over the training set; MAE fine-tunes ViT-B for 100, small data sets need 10-50."""
+    max_time: float | None = None
+    """Seconds (the LP-FT starting probe included) after which training stops and is scored.
+    The warm-up and cosine schedule are fitted to it (never beyond ``epochs``), so the lr
+    reaches 0 when the time runs out instead of being cut off at its peak."""
+    batch_size: int = 128
+    """Samples per step and process (a set smaller than one batch is one batch)."""
+    lr: float = 1e-3
+    """Base AdamW learning rate per 256 samples (peak = lr × global batch / 256); 1e-3 is
+    MAE's ViT value (5e-4 BEiT's). Lower it for a pretrained CNN with BatchNorm (1e-4)."""
+    weight_decay: float = 0.05
+    """AdamW weight decay of weight matrices and kernels; 0.05 is MAE's."""
+    layer_decay: float | None = 0.75
+    """Per-layer lr factor for encoders with ``blocks`` (0.75 MAE ViT-B, 0.65 BEiT); None
+    trains every layer at the same lr."""
+    label_smoothing: float = 0.1
+    """ε of the label-smoothed cross-entropy; 0.1 as in MAE."""
+    warmup_fraction: float = 0.1
+    """Share of the steps spent warming up linearly (MAE: 5 of 100 epochs)."""
+    head_init: HeadInit = "small"
+    """"small" starts the head at N(0, 2e-5²) (MAE); "probe" starts it at the linear probe of
+    the frozen features (LP-FT, Kumar et al. 2022, arXiv:2202.10054), so a short run starts
+    from the probe's accuracy instead of chance: use it when the budget allows few steps."""
+    augment: bool = True
+    """Apply the ``augment`` given to `finetune` to training batches (off: plain inputs)."""
+    seed: int = 0
+    """Seeds the data order, the head's init, augmentation and dropout."""
+    precision: Precision = "auto"
+    """As ``train.precision``: ``auto`` is bf16-mixed where the hardware computes bf16."""
+    accelerator: Accelerator = "auto"
+    """Where a fine-tuning run without a given ``fabric`` trains: CUDA when available."""
+    progress: bool = True
+    """Show the engine's progress bar."""
+
+    def validate(self) -> None:
+        """Raise a one-line `SelfsupError` with a working value for every bad field."""
+        if self.epochs < 1 or self.batch_size < 1:
+            raise SelfsupError(
+                f"fine-tuning epochs and batch_size must be at least 1, got {self.epochs} and "
+                f"{self.batch_size}"
+            )
+        if self.max_time is not None and not 0 <= self.max_time < math.inf:
+            raise SelfsupError(
+                f"fine-tuning max_time is a number of seconds ≥ 0 (or None), got {self.max_time}"
+            )
+        if not 0 < self.lr < math.inf or not 0 <= self.weight_decay < math.inf:
+            raise SelfsupError(
+                f"fine-tuning needs lr > 0 and weight_decay ≥ 0, got {self.lr:g} and "
+                f"{self.weight_decay:g}; 1e-3 and 0.05 are MAE's"
+            )
+        if self.layer_decay is not None and not 0 < self.layer_decay <= 1:
+            raise SelfsupError(
+                f"layer_decay must lie in (0, 1] or be None, got {self.layer_decay}; 0.75 is MAE's"
+            )
+        if not 0 <= self.label_smoothing < 1 or not 0 <= self.warmup_fraction < 1:
+            raise SelfsupError(
+                f"label_smoothing and warmup_fraction must lie in [0, 1), got "
+                f"{self.label_smoothing} and {self.warmup_fraction}; 0.1 and 0.1 work"
+            )
+        for name, value, kind in [
+            ("head_init", self.head_init, HeadInit),
+            ("precision", self.precision, Precision),
+            ("accelerator", self.accelerator, Accelerator),
+        ]:
+            if value not in get_args(kind):
+                raise SelfsupError(
+                    f"fine-tuning {name} must be one of {', '.join(get_args(kind))}; got {value!r}"
+                )
+        if not 0 <= self.seed < 2**32:
+            raise SelfsupError(f"fine-tuning seed must lie in [0, 2**32), got {self.seed}")
 
 
 def image_finetune_augment(
@@ -173,231 +271,227 @@ def finetune_param_groups(
     return [groups[key] for key in sorted(groups)]
 
 
-def finetune(
-    encoder: nn.Module,
-    train_x: Tensor,
-    train_y: Tensor,
-    test_x: Tensor,
-    test_y: Tensor,
-    *,
-    num_classes: int | None = None,
-    prepare: Callable[[Tensor], Tensor] | None = None,
-    augment: Callable[[Tensor], Tensor] | None = None,
-    epochs: int = 10,
-    max_time: float | None = None,
-    batch_size: int = 128,
-    lr: float = 1e-3,
-    weight_decay: float = 0.05,
-    layer_decay: float | None = 0.75,
-    label_smoothing: float = 0.1,
-    warmup_fraction: float = 0.1,
-    seed: int = 0,
-    device: str | None = None,
-    progress: Callable[[str], None] | None = None,
-    return_model: bool = False,
-    head_init: Literal["small", "probe"] = "small",
-) -> dict[str, Any]:
-    """Fine-tuning accuracy: a copy of ``encoder`` plus a linear head trained end to end.
+class Finetune(nn.Module):
+    """A copy of an encoder and a linear head, trained on labels by the engine's loop.
 
-    The classifier is logits = head(encoder(prepare(x))) with a linear head on the
-    ``embed_dim`` features (weights ~ N(0, 2e-5²), zero bias, no BatchNorm, as MAE). It
-    minimises the label-smoothed cross-entropy (ε = ``label_smoothing``)
+    Like a method it offers ``training_step(batch) -> {"loss"}``, ``on_step_end`` and
+    ``encoder``; its ``param_groups`` give the engine layer-wise lr scales and weight-decay
+    exemptions (`finetune_param_groups`). The classifier is logits = head(encoder(x)) with
+    x = augment(to_input(batch[input_key])) in training and to_input(...) when scoring, and
+    the loss is the label-smoothed cross-entropy (ε = ``label_smoothing``, K classes)
 
         L = (1/B) sum_b [ (1 - ε) (-log p_b,y_b) + (ε/K) sum_k (-log p_b,k) ]
 
-    with AdamW at peak lr = ``lr`` × batch_size / 256, linear warm-up over
-    ``warmup_fraction`` of the steps then cosine decay to 0, each group scaled by its
-    `finetune_param_groups` lr_scale. Every epoch visits a fresh seeded permutation of
-    the training set in batches of ``batch_size`` (the incomplete last batch is dropped,
-    unless the whole set is smaller than one batch). The run seeds torch's global RNG
-    inside a forked RNG state, so ``augment``, dropout and the head's init repeat with
-    ``seed`` and the caller's RNG is left as it was.
+    Args:
+        encoder: any module with ``embed_dim`` whose ``forward`` gives (B, D); deep-copied,
+            every parameter of the copy trains.
+        num_classes: K.
+        input_key: the batch key of the inputs (``image``, ``tokens``, ...).
+        to_input: raw batch -> encoder input (images: scale and normalise, e.g.
+            ``selfsup.views.prepare``); None passes batches unchanged (token ids).
+        augment: training-only transform of the encoder input (`image_finetune_augment`);
+            None for none.
+        label_smoothing: ε.
+        layer_decay: per-layer lr factor, or None; see `finetune_param_groups`.
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        num_classes: int,
+        *,
+        input_key: str = "image",
+        to_input: Callable[[Tensor], Tensor] | None = None,
+        augment: Callable[[Tensor], Tensor] | None = None,
+        label_smoothing: float = 0.1,
+        layer_decay: float | None = 0.75,
+    ) -> None:
+        super().__init__()
+        self.encoder = copy.deepcopy(encoder).train()
+        for p in self.encoder.parameters():
+            p.requires_grad_(True)
+        self.head = nn.Linear(int(encoder.embed_dim), num_classes)  # type: ignore[arg-type]
+        nn.init.trunc_normal_(self.head.weight, std=HEAD_INIT_STD)
+        nn.init.zeros_(self.head.bias)
+        self.input_key = input_key
+        self.to_input = to_input if to_input is not None else _unchanged
+        self.augment = augment
+        self.label_smoothing = label_smoothing
+        self.layer_decay = layer_decay
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Encoder input (B, ...) -> logits (B, K)."""
+        return self.head(pooled_features(self.encoder, x))
+
+    def training_step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        x = self.to_input(batch[self.input_key])  # (B, ...) encoder input
+        if self.augment is not None:
+            x = self.augment(x)
+        logits = self(x)  # (B, K)
+        y = batch["label"].long()  # (B,)
+        return {"loss": F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)}
+
+    def param_groups(self, weight_decay: float) -> list[dict[str, Any]]:
+        return finetune_param_groups(
+            self.encoder, self.head, weight_decay=weight_decay, layer_decay=self.layer_decay
+        )
+
+    def on_step_end(self, progress: float) -> None:
+        """Fine-tuning has no schedule of its own: the engine's lr schedule is all."""
+
+
+def finetune(
+    encoder: nn.Module,
+    train_set: Dataset,
+    test_set: Dataset,
+    cfg: FinetuneConfig | None = None,
+    *,
+    to_input: Callable[[Tensor], Tensor] | None = None,
+    augment: Callable[[Tensor], Tensor] | None = None,
+    input_key: str | None = None,
+    num_classes: int | None = None,
+    fabric: Fabric | None = None,
+    collate: Collate | None = None,
+    num_workers: int = 0,
+    description: str = "fine-tune",
+    return_model: bool = False,
+) -> dict[str, Any]:
+    """Fine-tuning accuracy: a copy of ``encoder`` plus a linear head trained end to end by
+    the engine (see `Finetune` for the model and loss), scored on ``test_set``.
+
+    AdamW at peak lr = ``cfg.lr`` × global batch / 256, linear warm-up over
+    ``cfg.warmup_fraction`` of the steps, then cosine decay to 0, each parameter group scaled
+    by its `finetune_param_groups` lr_scale. Every epoch visits a seeded permutation of the
+    training set in full batches (the engine's sampler, shared out between processes). The
+    run seeds its own random state and gives the caller's back, so the result repeats with
+    ``cfg.seed`` whatever the caller drew before.
 
     Args:
-        encoder: any module with ``embed_dim`` whose ``forward`` gives (B, D); it is deep-
-            copied, and neither its weights nor its train/eval mode change.
-        train_x: (N, ...) raw training inputs (uint8 images, int64 tokens, floats);
-            train_y: (N,) int labels. test_x: (Q, ...), test_y: (Q,) likewise.
-        num_classes: K; default max label + 1 over train and test.
-        prepare: raw batch -> encoder input, in training and evaluation (e.g.
-            ``selfsup.views.prepare`` for uint8 images); None passes batches unchanged.
-        augment: training-only transform of the prepared batch (e.g.
-            `image_finetune_augment`); None for no augmentation (text).
-        epochs: passes over the training set; MAE fine-tunes ViT-B for 100, small data
-            sets need 10-50.
-        max_time: seconds (the starting probe included) after which training stops and
-            is evaluated. The warm-up and cosine schedule are fitted to it: the run
-            measures its speed over its first steps and again at 20/50/80% of the time,
-            and shortens its horizon to the steps that fit (never beyond ``epochs``), so
-            the learning rate reaches 0 when the time runs out instead of being cut off
-            at its peak.
-        batch_size: samples per step.
-        lr: base learning rate per 256 samples; 1e-3 is MAE's ViT value (5e-4 for BEiT).
-            Lower it for a pretrained CNN with BatchNorm (1e-4).
-        weight_decay: AdamW weight decay; 0.05 is MAE's.
-        layer_decay: per-layer lr decay for encoders with ``blocks`` (0.75 MAE ViT-B,
-            0.65 BEiT); None trains every layer at the same lr.
-        label_smoothing: ε; 0.1 as in MAE.
-        warmup_fraction: share of the steps spent warming up (MAE: 5 of 100 epochs).
-        seed: seeds the data order, the head init and the global RNG of the run.
-        device: "cpu", "cuda", ...; default CUDA when available.
-        progress: called as progress(line) after every epoch.
+        encoder: any module with ``embed_dim`` whose ``forward`` gives (B, D); it is
+            deep-copied, and neither its weights nor its train/eval mode change.
+        train_set: map-style data set of ``{input_key: tensor, "label": int}`` samples, e.g.
+            an ``ImageDataset`` or a ``torch.utils.data.Subset`` of one (a label fraction).
+        test_set: the same kind; streamed once, in batches, to score the final model.
+        cfg: hyperparameters; None takes `FinetuneConfig`'s defaults.
+        to_input: raw batch -> encoder input, in training and scoring (images:
+            the modality's ``to_input(encoder)`` or ``selfsup.views.prepare``; token ids:
+            None, unchanged).
+        augment: training-only transform of the encoder input (images:
+            `image_finetune_augment`); None, or ``cfg.augment`` False, for none.
+        input_key: the samples' input key; None reads the data set's ``input_key``
+            (``image`` when it has none).
+        num_classes: K; default max label + 1 over both sets, read from their ``labels()``
+            (through subsets) or else sample by sample.
+        fabric: a (launched) Lightning Fabric to train under, e.g. one process of a DDP run;
+            its devices and precision then replace ``cfg.accelerator`` and ``cfg.precision``.
+            None makes a one-device fabric from ``cfg``.
+        collate: samples -> batch for the DataLoaders; None stacks them (inputs of one
+            shape); pass a padding one for variable-length inputs.
+        num_workers: DataLoader processes that decode samples: 0 for in-memory sets, 2-8 for
+            folders of files.
+        description: the progress bar's label.
         return_model: also return the fine-tuned "encoder" and "head" modules.
-        head_init: "small" starts the head at N(0, 2e-5²) (MAE); "probe" starts it at the
-            linear probe of the frozen features (LP-FT, Kumar et al. 2022,
-            arXiv:2202.10054): L-BFGS on standardised features, the standardisation folded
-            into the head. Fine-tuning then starts from the probe's accuracy instead of
-            chance, which matters when a short budget allows few steps.
 
     Returns:
         {"accuracy": float in [0, 1], "epochs": float (completed, fractional when stopped
-         early), "steps": int, "seconds": float (training and evaluation),
-         "stopped_early": bool, "lr": float (peak, scaled), "train_loss": float (mean over
-         the last epoch's steps), "num_train": int, "num_test": int}
+         early), "steps": int, "seconds": float (probe, training and scoring),
+         "train_seconds": float (the engine's loop), "stopped_early": bool, "lr": float
+         (peak, scaled), "train_loss": float (mean over the last epoch's steps),
+         "num_train": int, "num_test": int, "precision": str}
         plus "encoder" and "head" when ``return_model``.
     """
-    k = _check_finetune_inputs(
-        encoder, train_x, train_y, test_x, test_y, num_classes, prepare, epochs, max_time,
-        batch_size, lr, weight_decay, layer_decay, label_smoothing, warmup_fraction,
-    )  # fmt: skip
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    forked = [torch.device(device).index or 0] if torch.device(device).type == "cuda" else []
-    with torch.random.fork_rng(devices=forked):
-        torch.manual_seed(seed)
-        return _finetune(
-            encoder, train_x, train_y.long(), test_x, test_y.long(), k, prepare, augment,
-            epochs, max_time, batch_size, lr, weight_decay, layer_decay, label_smoothing,
-            warmup_fraction, seed, torch.device(device), progress, return_model, head_init,
-        )  # fmt: skip
+    from selfsup.engine import TrainingDiverged, make_fabric, train
 
-
-def _finetune(
-    encoder: nn.Module,
-    train_x: Tensor,
-    train_y: Tensor,
-    test_x: Tensor,
-    test_y: Tensor,
-    num_classes: int,
-    prepare: Callable[[Tensor], Tensor] | None,
-    augment: Callable[[Tensor], Tensor] | None,
-    epochs: int,
-    max_time: float | None,
-    batch_size: int,
-    lr: float,
-    weight_decay: float,
-    layer_decay: float | None,
-    label_smoothing: float,
-    warmup_fraction: float,
-    seed: int,
-    device: torch.device,
-    progress: Callable[[str], None] | None,
-    return_model: bool,
-    head_init: Literal["small", "probe"] = "small",
-) -> dict[str, Any]:
-    """The training loop and evaluation of `finetune`, on validated inputs."""
     start = time.perf_counter()
-    model = copy.deepcopy(encoder).to(device)
-    for p in model.parameters():
-        p.requires_grad_(True)
-    head = nn.Linear(int(encoder.embed_dim), num_classes)  # type: ignore[arg-type]
-    nn.init.trunc_normal_(head.weight, std=HEAD_INIT_STD)
-    nn.init.zeros_(head.bias)
-    head = head.to(device)
-    if head_init == "probe":
-        _probe_head(model, head, train_x, train_y, num_classes, prepare, batch_size, device)
-    groups = finetune_param_groups(model, head, weight_decay=weight_decay, layer_decay=layer_decay)
-    optimizer = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999))
+    cfg = cfg or FinetuneConfig()
+    cfg.validate()
+    key = input_key or dataset_input_key(train_set)
+    k = _check_inputs(encoder, train_set, test_set, key, to_input, num_classes)
+    world = fabric.world_size if fabric is not None else 1
+    batch = min(cfg.batch_size, len(train_set) // world)  # type: ignore[arg-type]
+    if batch < 1:
+        raise SelfsupError(
+            f"fine-tuning on {world} processes needs at least {world} training samples, "
+            f"got {len(train_set)}"  # type: ignore[arg-type]
+        )
+    peak_lr = cfg.lr * batch * world / 256
+    run_cfg = _engine_config(cfg, batch, peak_lr, num_workers)
+    fabric = fabric or make_fabric(run_cfg, None)
+    with _own_random_state(fabric.device):
+        torch.manual_seed(cfg.seed)  # the head's init
+        model = Finetune(
+            encoder,
+            k,
+            input_key=key,
+            to_input=to_input,
+            augment=augment if cfg.augment else None,
+            label_smoothing=cfg.label_smoothing,
+            layer_decay=cfg.layer_decay,
+        ).to(fabric.device)
+        reading = {"batch_size": batch, "num_workers": num_workers, "collate": collate}
+        if cfg.head_init == "probe":
+            _probe_head(fabric, model, train_set, **reading)
+        if cfg.max_time is not None:  # the probe spent part of the budget
+            run_cfg.train.max_time = max(0.0, cfg.max_time - (time.perf_counter() - start))
+        try:
+            trained = train(
+                fabric, run_cfg, model, train_set, None, description=description, collate=collate
+            )
+        except TrainingDiverged as error:
+            raise TrainingDiverged(
+                f"fine-tuning loss became {error.loss} at step {error.step}; lower lr (now "
+                f"{cfg.lr:g} per 256 samples) or raise warmup_fraction (now {cfg.warmup_fraction:g})",
+                step=error.step,
+                loss=error.loss,
+            ) from None
+        accuracy = _test_accuracy(fabric, model, test_set, **reading)
 
-    n = train_x.shape[0]
-    batch = min(batch_size, n)
-    steps_per_epoch = n // batch
-    planned_steps = epochs * steps_per_epoch
-    total_steps = planned_steps
-    warmup_steps = round(warmup_fraction * total_steps)
-    peak_lr = lr * batch / 256
-    order = torch.Generator().manual_seed(seed)
-    fit_points = _fit_points(max_time)
-    timed_from: tuple[int, float] | None = None  # (step, time) after the warm-up steps
-
-    step, stopped = 0, False
-    epoch_losses: list[float] = []
-    model.train()
-    head.train()
-    for epoch in range(epochs):
-        perm = torch.randperm(n, generator=order)  # (N,)
-        epoch_losses = []
-        for i in range(steps_per_epoch):
-            idx = perm[i * batch : (i + 1) * batch]  # (B,)
-            x = _prepared(train_x[idx], prepare, device)
-            if augment is not None:
-                x = augment(x)
-            y = train_y[idx].to(device)  # (B,)
-            scale = cosine_lr(step, total_steps, peak_lr, warmup_steps)
-            for group in optimizer.param_groups:
-                group["lr"] = scale * group["lr_scale"]
-            logits = head(_features(model, x))  # (B, K)
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
-            if not torch.isfinite(loss):
-                raise SelfsupError(
-                    f"fine-tuning loss became {float(loss)} at step {step}; lower lr "
-                    f"(now {lr:g} per 256 samples) or raise warmup_fraction"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            epoch_losses.append(float(loss.detach()))
-            step += 1
-            if max_time is not None:
-                now = time.perf_counter()
-                if step == WARM_STEPS:
-                    timed_from = (step, now)
-                elif (
-                    timed_from is not None
-                    and fit_points
-                    and _due(fit_points[0], step - timed_from[0], now - start, max_time)
-                ):
-                    fit_points.pop(0)
-                    rate = (now - timed_from[1]) / (step - timed_from[0])  # s/step
-                    fitted = step + int((max_time - (now - start)) / rate)
-                    total_steps = max(step, min(planned_steps, fitted))
-                    warmup_steps = min(warmup_steps, round(warmup_fraction * total_steps))
-                if now - start >= max_time or step >= total_steps:
-                    stopped = step < planned_steps
-                    break
-        if progress is not None:
-            mean = sum(epoch_losses) / max(1, len(epoch_losses))
-            progress(f"fine-tune · epoch {epoch + 1}/{epochs} · loss {mean:.4f}")
-        if stopped:
-            break
-
-    accuracy = _accuracy(model, head, test_x, test_y, prepare, batch_size, device)
+    steps_per_epoch = (len(train_set) // world) // batch  # type: ignore[arg-type]
+    planned = cfg.epochs * steps_per_epoch
+    before_last = (trained.steps - 1) // steps_per_epoch * steps_per_epoch  # epochs before
+    last_epoch = [loss for step, loss in trained.losses.items() if step > before_last]
     result: dict[str, Any] = {
         "accuracy": accuracy,
-        "epochs": step / steps_per_epoch,
-        "steps": step,
+        "epochs": trained.steps / steps_per_epoch,
+        "steps": trained.steps,
         "seconds": time.perf_counter() - start,
-        "stopped_early": stopped,
+        "train_seconds": trained.seconds,
+        "stopped_early": trained.steps < planned,
         "lr": peak_lr,
-        "train_loss": sum(epoch_losses) / len(epoch_losses) if epoch_losses else float("nan"),
-        "num_train": n,
-        "num_test": int(test_x.shape[0]),
+        "train_loss": sum(last_epoch) / len(last_epoch) if last_epoch else math.nan,
+        "num_train": len(train_set),  # type: ignore[arg-type]
+        "num_test": len(test_set),  # type: ignore[arg-type]
+        "precision": str(fabric.strategy.precision.precision),
     }
     if return_model:
-        result["encoder"], result["head"] = model.eval(), head.eval()
+        result["encoder"], result["head"] = model.encoder.eval(), model.head.eval()
     return result
 
 
-def _fit_points(max_time: float | None) -> list[float]:
-    """When a time-limited run refits its schedule (the engine's policy): 0 stands for "after
-    CALIBRATION_STEPS timed steps"."""
-    return [] if max_time is None else [0.0, *REFIT_AT]
-
-
-def _due(point: float, timed_steps: int, elapsed: float, max_time: float) -> bool:
-    """Whether the refit at ``point`` (a share of max_time; 0 = first fit) is due."""
-    if point == 0.0:
-        return timed_steps >= CALIBRATION_STEPS or elapsed >= REFIT_AT[0] * max_time
-    return elapsed >= point * max_time
+def _engine_config(cfg: FinetuneConfig, batch: int, peak_lr: float, num_workers: int) -> RunConfig:
+    """The engine's settings for a fine-tuning run: the schedule of `FinetuneConfig`, no
+    gradient clipping, the lr decaying to 0, and nothing written (the run has no folder)."""
+    return RunConfig(
+        method="finetune",
+        data=DataConfig(num_workers=num_workers),
+        train=TrainConfig(
+            batch_size=batch,
+            max_epochs=cfg.epochs,
+            max_time=cfg.max_time,
+            optimizer="adamw",
+            lr=peak_lr,
+            weight_decay=cfg.weight_decay,
+            warmup_fraction=cfg.warmup_fraction,
+            min_lr_ratio=0.0,
+            grad_clip=None,
+            precision=cfg.precision,
+            channels_last=False,
+            accelerator=cfg.accelerator,
+            seed=cfg.seed,
+            on_nan="stop",
+            progress=cfg.progress,
+        ),
+    )
 
 
 PROBE_WEIGHT_DECAY = 1e-3
@@ -405,49 +499,59 @@ PROBE_WEIGHT_DECAY = 1e-3
 
 
 @torch.no_grad()
-def _probe_head(
-    model: nn.Module,
-    head: nn.Linear,
-    train_x: Tensor,
-    train_y: Tensor,
-    num_classes: int,
-    prepare: Callable[[Tensor], Tensor] | None,
-    batch_size: int,
-    device: torch.device,
-) -> None:
-    """Set ``head`` to the linear probe of ``model``'s frozen features: with the probe
-    z = ((f - μ)/σ) W + b, the head is weight = (W/σ)ᵀ, bias = b - (μ/σ) W."""
+def _probe_head(fabric: Fabric, model: Finetune, train_set: Dataset, **reading: Any) -> None:
+    """Set the head to the linear probe of the encoder's frozen features: with the probe
+    z = ((f - μ)/σ) W + b, the head is weight = (W/σ)ᵀ, bias = b - (μ/σ) W. ``reading``:
+    `map_batches`'s batch_size, num_workers and collate. The features are extracted in the
+    run's precision, the probe is fitted in float32."""
     model.eval()
-    features = torch.cat(
-        [
-            _features(model, _prepared(train_x[i : i + batch_size], prepare, device)).float().cpu()
-            for i in range(0, len(train_x), batch_size)
-        ]
-    )  # (N, D)
+    with fabric.autocast():
+        features, labels = map_batches(
+            lambda x: pooled_features(model.encoder, model.to_input(x)),
+            train_set,
+            input_key=model.input_key,
+            device=fabric.device,
+            **reading,
+        )  # (N, D), (N,)
+    assert labels is not None  # _check_inputs read every label
     mean = features.mean(dim=0)
     std = features.std(dim=0, correction=0)
     std = torch.where(std < 1e-6, torch.ones_like(std), std)
     with torch.enable_grad():
         weight, bias = fit_linear_classifier(
-            (features - mean) / std, train_y.cpu(), num_classes, PROBE_WEIGHT_DECAY
+            (features - mean) / std, labels, model.head.out_features, PROBE_WEIGHT_DECAY
         )  # (D, K), (K,)
-    head.weight.copy_((weight / std[:, None]).T.to(device))
-    head.bias.copy_((bias - (mean / std) @ weight).to(device))
+    model.head.weight.copy_((weight / std[:, None]).T.to(fabric.device))
+    model.head.bias.copy_((bias - (mean / std) @ weight).to(fabric.device))
     model.train()
 
 
-def _prepared(
-    x: Tensor, prepare: Callable[[Tensor], Tensor] | None, device: torch.device
-) -> Tensor:
-    """A raw batch on the device, mapped to encoder input by ``prepare``."""
-    x = x.to(device, non_blocking=True)
-    return prepare(x) if prepare is not None else x
+def _test_accuracy(fabric: Fabric, model: Finetune, test_set: Dataset, **reading: Any) -> float:
+    """Share of the test samples whose argmax logit is their label, in eval mode; under DDP
+    each process scores every world-th sample and the counts are summed. ``reading``:
+    `map_batches`'s batch_size, num_workers and collate."""
+    rank, world = fabric.global_rank, fabric.world_size
+    n = len(test_set)  # type: ignore[arg-type]
+    share = test_set if world == 1 else Subset(test_set, range(rank, n, world))
+    model.eval()
+    with fabric.autocast():
+        logits, labels = map_batches(
+            lambda x: model(model.to_input(x)),
+            share,
+            input_key=model.input_key,
+            device=fabric.device,
+            **reading,
+        )  # (Q, K), (Q,)
+    correct = torch.tensor(0.0 if labels is None else float((logits.argmax(dim=1) == labels).sum()))
+    if world > 1:
+        correct = fabric.all_reduce(correct.to(fabric.device), reduce_op="sum").cpu()  # type: ignore[union-attr]
+    return float(correct) / n
 
 
-def _features(model: nn.Module, x: Tensor) -> Tensor:
+def pooled_features(encoder: nn.Module, x: Tensor) -> Tensor:
     """Encoder features (B, D) as float32, checked against the encoder contract."""
-    z = model(x)
-    expected = int(model.embed_dim)  # type: ignore[arg-type]
+    z = encoder(x)
+    expected = int(encoder.embed_dim)  # type: ignore[arg-type]
     if not isinstance(z, Tensor) or z.ndim != 2 or z.shape[1] != expected:
         shape = tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__
         raise SelfsupError(
@@ -457,42 +561,42 @@ def _features(model: nn.Module, x: Tensor) -> Tensor:
     return z.float()
 
 
-@torch.no_grad()
-def _accuracy(
-    model: nn.Module,
-    head: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    prepare: Callable[[Tensor], Tensor] | None,
-    batch_size: int,
-    device: torch.device,
-) -> float:
-    """Fraction of rows of x whose argmax logit is y, in eval mode, in batches."""
-    model.eval()
-    head.eval()
-    correct = 0
-    for start in range(0, x.shape[0], batch_size):
-        logits = head(_features(model, _prepared(x[start : start + batch_size], prepare, device)))
-        correct += int((logits.argmax(dim=1).cpu() == y[start : start + batch_size]).sum())
-    return correct / x.shape[0]
+def _unchanged(x: Tensor) -> Tensor:
+    return x
 
 
-def _check_finetune_inputs(
+SEED_VARIABLES = ("PL_GLOBAL_SEED", "PL_SEED_WORKERS")
+"""What Lightning's seed_everything leaves in the environment."""
+
+
+@contextlib.contextmanager
+def _own_random_state(device: torch.device) -> Iterator[None]:
+    """Run seeded without touching the caller's generators: torch's (CPU and ``device``),
+    NumPy's and Python's, and Lightning's seed variables, are given back afterwards (the
+    engine seeds them all)."""
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    variables = {name: os.environ.get(name) for name in SEED_VARIABLES}
+    cuda = [device.index or 0] if device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=cuda):
+            yield
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+        for name, value in variables.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _check_inputs(
     encoder: nn.Module,
-    train_x: Tensor,
-    train_y: Tensor,
-    test_x: Tensor,
-    test_y: Tensor,
+    train_set: Dataset,
+    test_set: Dataset,
+    key: str,
+    to_input: Callable[[Tensor], Tensor] | None,
     num_classes: int | None,
-    prepare: Callable[[Tensor], Tensor] | None,
-    epochs: int,
-    max_time: float | None,
-    batch_size: int,
-    lr: float,
-    weight_decay: float,
-    layer_decay: float | None,
-    label_smoothing: float,
-    warmup_fraction: float,
 ) -> int:
     """Raise SelfsupError with a fix for every malformed argument of `finetune`; return K."""
     embed_dim = getattr(encoder, "embed_dim", None)
@@ -501,48 +605,25 @@ def _check_finetune_inputs(
             f"fine-tuning needs the encoder's feature width: give {type(encoder).__name__} an "
             "integer `embed_dim` attribute (the D of its (B, D) output)"
         )
-    if train_y.ndim != 1 or train_x.shape[0] != train_y.shape[0]:
-        raise SelfsupError(
-            f"fine-tuning got {train_x.shape[0]} training inputs for labels of shape "
-            f"{tuple(train_y.shape)}; pass one label per row"
-        )
-    if test_y.ndim != 1 or test_x.shape[0] != test_y.shape[0]:
-        raise SelfsupError(
-            f"fine-tuning got {test_x.shape[0]} test inputs for labels of shape "
-            f"{tuple(test_y.shape)}; pass one label per row"
-        )
-    if train_x.shape[0] == 0 or test_x.shape[0] == 0:
+    if len(train_set) == 0 or len(test_set) == 0:  # type: ignore[arg-type]
         raise SelfsupError("fine-tuning needs at least one training and one test sample")
-    if prepare is None and train_x.dtype == torch.uint8:
+    sample = train_set[0]
+    if not isinstance(sample, dict) or key not in sample or "label" not in sample:
+        keys = sorted(sample) if isinstance(sample, dict) else type(sample).__name__
         raise SelfsupError(
-            "fine-tuning got uint8 inputs and no `prepare`: pass prepare=selfsup.views.prepare "
+            f"fine-tuning needs samples {{{key!r}: input, 'label': class}}, got {keys}; pass "
+            "input_key= to name the input, and a labelled data set"
+        )
+    if to_input is None and torch.as_tensor(sample[key]).dtype == torch.uint8:
+        raise SelfsupError(
+            "fine-tuning got uint8 inputs and no `to_input`: pass to_input=selfsup.views.prepare "
             "for images so the encoder sees normalised floats"
         )
-    labels = torch.cat([train_y.reshape(-1), test_y.reshape(-1)]).long()
+    labels = torch.cat([dataset_labels(train_set), dataset_labels(test_set)])  # (N + Q,)
     k = int(labels.max()) + 1 if num_classes is None else num_classes
     if labels.min() < 0 or labels.max() >= k:
         raise SelfsupError(
             f"fine-tuning labels must lie in [0, {k}); got {int(labels.min())}.."
-            f"{int(labels.max())}; raise num_classes or remap the labels"
-        )
-    if epochs < 1 or batch_size < 1:
-        raise SelfsupError(
-            f"epochs and batch_size must be at least 1, got {epochs} and {batch_size}"
-        )
-    if max_time is not None and max_time < 0:
-        raise SelfsupError(f"max_time is a number of seconds ≥ 0, got {max_time}")
-    if lr <= 0 or weight_decay < 0:
-        raise SelfsupError(
-            f"need lr > 0 and weight_decay ≥ 0, got {lr:g} and {weight_decay:g}; 1e-3 and "
-            "0.05 are MAE's"
-        )
-    if layer_decay is not None and not 0 < layer_decay <= 1:
-        raise SelfsupError(
-            f"layer_decay must lie in (0, 1] or be None, got {layer_decay}; 0.75 is MAE's"
-        )
-    if not 0 <= label_smoothing < 1 or not 0 <= warmup_fraction < 1:
-        raise SelfsupError(
-            f"label_smoothing and warmup_fraction must lie in [0, 1), got {label_smoothing} "
-            f"and {warmup_fraction}; 0.1 and 0.1 work"
+            f"{int(labels.max())}; raise num_classes, remap the labels, or drop unlabelled (-1) samples"
         )
     return k

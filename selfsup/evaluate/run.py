@@ -21,7 +21,7 @@ from torch.utils.data import Subset
 from selfsup.config import EvalConfig, RunConfig, make_config
 from selfsup.engine.progress import console
 from selfsup.errors import SelfsupError
-from selfsup.evaluate.features import extract_features, input_fn, labels_of
+from selfsup.evaluate.features import dataset_labels, extract_features, input_fn
 from selfsup.evaluate.protocol import FeatureSet, evaluate_features, rows_table, write_eval_json
 from selfsup.evaluate.report import write_report
 from selfsup.export import load_encoder, read_spec
@@ -62,26 +62,25 @@ def evaluate_run(
     name = name or spec.get("method") or (cfg.method if cfg else "encoder")
     seed = cfg.train.seed if cfg else 0
 
-    train_y = labels_of(train_set)
+    train_y = dataset_labels(train_set)
     if ev.max_train is not None and len(train_y) > ev.max_train:
         keep = torch.randperm(len(train_y), generator=torch.Generator().manual_seed(seed))
         keep = keep[: ev.max_train]
         train_set, train_y = Subset(train_set, keep.tolist()), train_y[keep]
-    test_y = labels_of(test_set)
+    test_y = dataset_labels(test_set)
     fresh = random_init_encoder(encoder, seed) if ev.baselines else None
     models = {name: encoder, **({"random-init": fresh} if fresh is not None else {})}
+
+    workers = cfg.data.num_workers if cfg else 0
+
+    def features(model: nn.Module, split: Any) -> torch.Tensor:
+        prepare = input_fn(model, split)
+        return extract_features(model, split, ev.batch_size, to_input=prepare, num_workers=workers)
 
     with console.status("extracting features"):
         sets = {
             label: FeatureSet(
-                extract_features(
-                    model, train_set, ev.batch_size, to_input=input_fn(model, test_set)
-                ),
-                train_y,
-                extract_features(
-                    model, test_set, ev.batch_size, to_input=input_fn(model, test_set)
-                ),
-                test_y,
+                features(model, train_set), train_y, features(model, test_set), test_y
             )
             for label, model in models.items()
         }
@@ -108,7 +107,10 @@ def evaluate_run(
                     lambda text: status.update(f"evaluating: {text}"),
                 )
     if "finetune" in ev.protocols:
-        rows += _finetune_rows(models, modality, train_set, test_set, ev, seed)
+        precision = cfg.train.precision if cfg else "auto"
+        rows += _finetune_rows(
+            models, modality, train_set, train_y, test_set, ev, seed, precision, workers
+        )
     console.print(rows_table(rows, title=f"{name} on {data_spec} (test accuracy, %)"))
     target = Path(out) if out else run_dir
     text_spec = cfg.data.name if cfg else data_spec
@@ -181,50 +183,57 @@ def _finetune_rows(
     models: dict[str, nn.Module],
     modality: Modality,
     train_set: Any,
+    train_y: torch.Tensor,
     test_set: Any,
     ev: EvalConfig,
     seed: int,
+    precision: str = "auto",
+    num_workers: int = 0,
 ) -> list[dict[str, Any]]:
-    """Fine-tune each encoder with a linear head at each of ``ev.finetune_fractions``."""
+    """Fine-tune each encoder with a linear head, on the engine, at each of
+    ``ev.finetune_fractions`` (a class-balanced ``Subset`` of ``train_set``, whose labels are
+    ``train_y``), with the modality's fine-tuning augmentation."""
     from selfsup.config import parse_duration
-    from selfsup.evaluate.features import stream_inputs
-    from selfsup.evaluate.finetune import finetune
+    from selfsup.evaluate.finetune import FinetuneConfig, finetune
     from selfsup.evaluate.protocol import class_balanced_subset, result_row
 
-    max_time = parse_duration(ev.finetune_max_time) if ev.finetune_max_time else None
-    train_x, train_y = stream_inputs(train_set, modality.input_key, ev.batch_size)
-    test_x, test_y = stream_inputs(test_set, modality.input_key, ev.batch_size)
+    ft = FinetuneConfig(
+        epochs=ev.finetune_epochs,
+        max_time=parse_duration(ev.finetune_max_time) if ev.finetune_max_time else None,
+        batch_size=ev.finetune_batch_size,
+        lr=ev.finetune_lr,
+        layer_decay=ev.finetune_layer_decay if ev.finetune_layer_decay < 1 else None,
+        head_init=ev.finetune_head,
+        seed=seed,
+        precision=precision,  # type: ignore[arg-type]
+    )
     rows = []
     for name, model in models.items():
         for fraction in ev.finetune_fractions:
-            subset = torch.as_tensor(class_balanced_subset(train_y.numpy(), fraction, seed))
-            with console.status(f"fine-tuning {name} on {fraction:.0%} of the labels") as status:
-                result = finetune(
-                    model,
-                    train_x[subset],
-                    train_y[subset],
-                    test_x,
-                    test_y,
-                    num_classes=int(train_y.max()) + 1,
-                    prepare=modality.to_input(model),
-                    augment=modality.finetune_augment,
-                    epochs=ev.finetune_epochs,
-                    max_time=max_time,
-                    lr=ev.finetune_lr,
-                    layer_decay=ev.finetune_layer_decay if ev.finetune_layer_decay < 1 else None,
-                    batch_size=ev.finetune_batch_size,
-                    head_init=ev.finetune_head,
-                    seed=seed,
-                    progress=lambda text, name=name: status.update(f"fine-tuning {name}: {text}"),
-                )
+            subset = Subset(
+                train_set, class_balanced_subset(train_y.numpy(), fraction, seed).tolist()
+            )
+            console.print(f"fine-tuning {name} on {fraction:.0%} of the labels")
+            result = finetune(
+                model,
+                subset,
+                test_set,
+                ft,
+                to_input=modality.to_input(model),
+                augment=modality.finetune_augment,
+                input_key=modality.input_key,
+                num_classes=int(train_y.max()) + 1,
+                num_workers=num_workers,
+                description=f"fine-tune {name}",
+            )
             rows.append(
                 result_row(
                     name,
                     "finetune",
                     fraction,
                     [result["accuracy"]],
-                    num_train=int(len(subset)),
-                    num_test=int(len(test_y)),
+                    num_train=len(subset),
+                    num_test=result["num_test"],
                     epochs=result["epochs"],
                     seconds=result["seconds"],
                 )
@@ -267,5 +276,5 @@ def embed(
     if out is not None:
         np.save(out, features)
         if dataset.has_labels:
-            np.save(Path(out).with_suffix(".labels.npy"), labels_of(dataset).numpy())
+            np.save(Path(out).with_suffix(".labels.npy"), dataset_labels(dataset).numpy())
     return features
