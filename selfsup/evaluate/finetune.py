@@ -300,7 +300,7 @@ class Finetune(nn.Module):
         encoder: nn.Module,
         num_classes: int,
         *,
-        input_key: str = "image",
+        input_key: str,
         to_input: Callable[[Tensor], Tensor] | None = None,
         augment: Callable[[Tensor], Tensor] | None = None,
         label_smoothing: float = 0.1,
