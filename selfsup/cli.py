@@ -522,8 +522,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["wds", "npy"],
         default="wds",
         help="wds (default): WebDataset tar shards of PNG images or text, which other tools "
-        "read too, --data wds:OUT; npy: raw uint8 image shards, --data shards:OUT, ~30x "
-        "faster to decode for small images (28 px): use it when loader CPU is short",
+        "read too, --data wds:OUT; npy: raw uint8 image shards, --data shards:OUT, ~12x "
+        "cheaper to read for small images (28 px): use it when loader CPU is short",
     )
     p.add_argument(
         "--image-size",
