@@ -56,7 +56,7 @@ def accuracies(run: Path) -> tuple[float, float] | None:
     path = run / "eval.json"
     if not path.is_file():
         return None
-    rows = [r for r in json.loads(path.read_text()) if r["label_fraction"] == 1.0]
+    rows = [r for r in json.loads(path.read_text()) if r.get("label_fraction") == 1.0]
     got = {r["protocol"]: 100 * r["accuracy"] for r in rows}
     return got.get("linear", float("nan")), got.get("knn", float("nan"))
 

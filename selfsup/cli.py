@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, NoReturn
 
+from selfsup.config import PROTOCOLS
 from selfsup.errors import SelfsupError
 
 PRESETS = Path(__file__).parent / "configs"
@@ -244,8 +245,17 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         ev["report"] = False
     if args.finetune:
         ev["protocols"] = ["linear", "knn", "finetune"]
+    if args.protocol:
+        ev["protocols"] = list(dict.fromkeys(args.protocol))
     if args.finetune_max_time:
         ev["finetune_max_time"] = args.finetune_max_time
+    if args.finetune_fractions:
+        ev["finetune_fractions"] = [float(x) for x in args.finetune_fractions.split(",")]
+    for key in ("finetune_epochs", "lora_rank", "lora_alpha", "fewshot_episodes"):
+        if getattr(args, key) is not None:
+            ev[key] = getattr(args, key)
+    if args.merge_lora:
+        ev["lora_merge"] = True
     eval_cfg = from_dict(EvalConfig, ev, prefix="eval.") if ev else None
     evaluate_run(args.run, args.data, eval_cfg=eval_cfg, out=args.out)
 
@@ -291,6 +301,15 @@ def cmd_export(args: argparse.Namespace) -> None:
 
     path = export_checkpoint(args.run, args.checkpoint, args.out)
     print(f"exported {path} and {path.with_name('encoder.yaml')}")
+    if args.format == "onnx":
+        from selfsup.export import load_encoder
+        from selfsup.onnx_export import ONNX_FILE, export_onnx
+
+        check = export_onnx(load_encoder(path.parent), path.with_name(ONNX_FILE))
+        print(
+            f"exported {check['path']} (dynamic batch); onnxruntime vs PyTorch: max abs "
+            f"difference {check['max_abs_diff']:.2e} (largest feature {check['max_abs_feature']:.2f})"
+        )
 
 
 def cmd_attention(args: argparse.Namespace) -> None:
@@ -439,6 +458,28 @@ def build_parser() -> argparse.ArgumentParser:
         "the fair test of masked models (MAE, BERT), which probe poorly when frozen",
     )
     p.add_argument("--finetune-max-time", help="wall-clock cap per fine-tuning run, e.g. 5m")
+    p.add_argument(
+        "--protocol",
+        action="append",
+        choices=list(PROTOCOLS),
+        help="run these protocols instead of the default linear + knn (repeat the flag): "
+        "finetune (whole encoder), supervised (the architecture trained from scratch on the "
+        "labels, the reference), lora (peft adapters; --merge-lora writes the merged encoder), "
+        "fewshot (5-way 1- and 5-shot episodes)",
+    )
+    p.add_argument(
+        "--finetune-fractions",
+        help="label fractions for finetune, supervised and lora, e.g. 0.01,0.1,1 (default 1)",
+    )
+    p.add_argument("--finetune-epochs", type=int, help="epochs of each trained protocol (10)")
+    p.add_argument("--lora-rank", type=int, help="LoRA rank r; 8 works, 4-16 are usual")
+    p.add_argument("--lora-alpha", type=float, help="LoRA scale alpha (update × alpha/r); 2 × rank")
+    p.add_argument(
+        "--merge-lora",
+        action="store_true",
+        help="also write the encoder with the LoRA adapter merged in (RUN/lora/merged/)",
+    )
+    p.add_argument("--fewshot-episodes", type=int, help="few-shot episodes per setting (600)")
     p.add_argument("--out", help="where eval.json and report.html go (default: the run folder)")
     p.set_defaults(func=cmd_evaluate)
 
@@ -490,6 +531,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run")
     p.add_argument("--checkpoint", help="a step-*.ckpt file; default: the run's latest")
     p.add_argument("--out", help="output folder (default: the run folder)")
+    p.add_argument(
+        "--format",
+        choices=["safetensors", "onnx"],
+        default="safetensors",
+        help="onnx also writes encoder.onnx (dynamic batch axis), run by onnxruntime and "
+        "checked against PyTorch; needs pip install 'selfsup[onnx]'",
+    )
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser(

@@ -325,7 +325,8 @@ class TextTransformer(nn.Module):
         allowed = is_token[:, None, None, :]  # (B, 1, 1, L) keys that are tokens
         if self.causal:
             allowed = allowed & torch.ones(L, L, dtype=torch.bool, device=is_token.device).tril()
-        allowed = allowed | torch.eye(L, dtype=torch.bool, device=is_token.device)
+        # a float eye made bool: ONNX Runtime has no bool EyeLike, so this keeps ONNX export
+        allowed = allowed | torch.eye(L, device=is_token.device).bool()
         return allowed, False  # (B, 1, L, L)
 
     def _rotary(self, positions: Tensor) -> Rotary | None:

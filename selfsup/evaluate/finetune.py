@@ -293,6 +293,9 @@ class Finetune(nn.Module):
             None for none.
         label_smoothing: ε.
         layer_decay: per-layer lr factor, or None; see `finetune_param_groups`.
+        adapter: turns the encoder's copy into what trains, and decides which of its
+            parameters do (LoRA: `selfsup.evaluate.lora.add_lora` freezes the encoder and
+            adds adapters); None trains every parameter of the copy.
     """
 
     def __init__(
@@ -305,11 +308,13 @@ class Finetune(nn.Module):
         augment: Callable[[Tensor], Tensor] | None = None,
         label_smoothing: float = 0.1,
         layer_decay: float | None = 0.75,
+        adapter: Callable[[nn.Module], nn.Module] | None = None,
     ) -> None:
         super().__init__()
-        self.encoder = copy.deepcopy(encoder).train()
-        for p in self.encoder.parameters():
+        trained = copy.deepcopy(encoder)
+        for p in trained.parameters():
             p.requires_grad_(True)
+        self.encoder = (adapter(trained) if adapter is not None else trained).train()
         self.head = nn.Linear(int(encoder.embed_dim), num_classes)  # type: ignore[arg-type]
         nn.init.trunc_normal_(self.head.weight, std=HEAD_INIT_STD)
         nn.init.zeros_(self.head.bias)
@@ -355,6 +360,7 @@ def finetune(
     num_workers: int = 0,
     description: str = "fine-tune",
     return_model: bool = False,
+    adapter: Callable[[nn.Module], nn.Module] | None = None,
 ) -> dict[str, Any]:
     """Fine-tuning accuracy: a copy of ``encoder`` plus a linear head trained end to end by
     the engine (see `Finetune` for the model and loss), scored on ``test_set``.
@@ -391,13 +397,17 @@ def finetune(
             folders of files.
         description: the progress bar's label.
         return_model: also return the fine-tuned "encoder" and "head" modules.
+        adapter: what the encoder's copy becomes before training, and which of its
+            parameters train (see `Finetune`); LoRA's adapters train without layer decay
+            (their names no longer follow the encoder's blocks).
 
     Returns:
         {"accuracy": float in [0, 1], "epochs": float (completed, fractional when stopped
          early), "steps": int, "seconds": float (probe, training and scoring),
          "train_seconds": float (the engine's loop), "stopped_early": bool, "lr": float
          (peak, scaled), "train_loss": float (mean over the last epoch's steps),
-         "num_train": int, "num_test": int, "precision": str}
+         "num_train": int, "num_test": int, "precision": str, "trainable_params": int and
+         "total_params": int (encoder and head)}
         plus "encoder" and "head" when ``return_model``.
     """
     from selfsup.engine import TrainingDiverged, make_fabric, train
@@ -426,7 +436,8 @@ def finetune(
             to_input=to_input,
             augment=augment if cfg.augment else None,
             label_smoothing=cfg.label_smoothing,
-            layer_decay=cfg.layer_decay,
+            layer_decay=cfg.layer_decay if adapter is None else None,
+            adapter=adapter,
         ).to(fabric.device)
         reading = {"batch_size": batch, "num_workers": num_workers, "collate": collate}
         if cfg.head_init == "probe":
@@ -462,6 +473,8 @@ def finetune(
         "num_train": len(train_set),  # type: ignore[arg-type]
         "num_test": len(test_set),  # type: ignore[arg-type]
         "precision": str(fabric.strategy.precision.precision),
+        "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "total_params": sum(p.numel() for p in model.parameters()),
     }
     if return_model:
         result["encoder"], result["head"] = model.encoder.eval(), model.head.eval()

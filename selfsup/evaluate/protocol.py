@@ -216,13 +216,20 @@ def accuracy_grid(
     rows: list[dict[str, Any]],
 ) -> tuple[list[float], dict[tuple[str, str], dict[float, str]]]:
     """Arrange rows for display: the sorted label fractions, and for each (encoder,
-    protocol) in first-seen order the cell text "88.1 ± 0.3" per fraction present."""
+    protocol) in first-seen order the cell text "88.1 ± 0.3" per fraction present. Rows
+    without a label fraction (few-shot episodes) are left out."""
+    rows = label_efficiency_rows(rows)
     fractions = sorted({float(r["label_fraction"]) for r in rows})
     cells: dict[tuple[str, str], dict[float, str]] = {}
     for r in rows:
         line = cells.setdefault((str(r["encoder"]), str(r["protocol"])), {})
         line[float(r["label_fraction"])] = format_accuracy(r["accuracy"], r["std"])
     return fractions, cells
+
+
+def label_efficiency_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows that have a label fraction (probes and fine-tuning, not few-shot episodes)."""
+    return [r for r in rows if "label_fraction" in r]
 
 
 def rows_table(rows: list[dict[str, Any]], title: str = "Label efficiency") -> Table:

@@ -21,7 +21,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from selfsup.errors import SelfsupError
-from selfsup.evaluate.protocol import accuracy_grid, format_fraction
+from selfsup.evaluate.protocol import accuracy_grid, format_fraction, label_efficiency_rows
 
 Series = tuple[np.ndarray, np.ndarray]  # (steps (S,), values (S,))
 
@@ -111,6 +111,7 @@ def curves_figure(metrics: dict[str, Series], panels: Sequence[tuple[str, str]])
 def label_efficiency_figure(rows: list[dict[str, Any]]) -> Figure | None:
     """Accuracy (%) vs label fraction on a log x-axis, one line per encoder × protocol,
     error bars = std over seeds. Returns None without rows."""
+    rows = label_efficiency_rows(rows)
     if not rows:
         return None
     lines: dict[tuple[str, str], list[dict[str, Any]]] = {}

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +25,17 @@ from selfsup.config import EvalConfig, RunConfig, make_config
 from selfsup.engine.progress import console
 from selfsup.errors import SelfsupError
 from selfsup.evaluate.features import dataset_labels, extract_features, input_fn
-from selfsup.evaluate.protocol import FeatureSet, evaluate_features, rows_table, write_eval_json
+from selfsup.evaluate.fewshot import fewshot_rows, fewshot_table
+from selfsup.evaluate.protocol import (
+    PROBES,
+    FeatureSet,
+    class_balanced_subset,
+    evaluate_features,
+    format_fraction,
+    result_row,
+    rows_table,
+    write_eval_json,
+)
 from selfsup.evaluate.report import write_report
 from selfsup.export import load_encoder, read_spec
 from selfsup.modalities import Modality, modality_of_data, modality_of_encoder
@@ -85,7 +98,7 @@ def evaluate_run(
             for label, model in models.items()
         }
 
-    probes = [p for p in ev.protocols if p != "finetune"]
+    probes = [p for p in ev.protocols if p in PROBES]
     rows: list[dict[str, Any]] = []
     if probes:
         with console.status("evaluating") as status:
@@ -106,13 +119,39 @@ def evaluate_run(
                     probes,
                     lambda text: status.update(f"evaluating: {text}"),
                 )
-    if "finetune" in ev.protocols:
+    target = Path(out) if out else run_dir
+    if "fewshot" in ev.protocols:
+        with console.status("few-shot episodes"):
+            episodes = {label: (fs.train_x, fs.test_x) for label, fs in sets.items()}
+            if ev.baselines:
+                episodes["raw"] = modality.raw_features(train_set, test_set, ev)
+            rows += fewshot_rows(
+                episodes,
+                train_y,
+                test_y,
+                n_way=ev.fewshot_way,
+                shots=ev.fewshot_shots,
+                queries=ev.fewshot_queries,
+                episodes=ev.fewshot_episodes,
+                seed=seed,
+            )
+    if TRAINED_PROTOCOLS & set(ev.protocols):
         precision = cfg.train.precision if cfg else "auto"
-        rows += _finetune_rows(
-            models, modality, train_set, train_y, test_set, ev, seed, precision, workers
+        rows += _trained_rows(
+            models,
+            modality,
+            train_set,
+            train_y,
+            test_set,
+            ev,
+            seed,
+            precision,
+            workers,
+            export=_LoraExport(target / "lora", run_dir, spec) if target is not None else None,
         )
     console.print(rows_table(rows, title=f"{name} on {data_spec} (test accuracy, %)"))
-    target = Path(out) if out else run_dir
+    if any(row["protocol"] == "fewshot" for row in rows):
+        console.print(fewshot_table(rows))
     text_spec = cfg.data.name if cfg else data_spec
     extra = modality.extra_evaluation(models, text_spec, run_dir, options, ev)
     for file_name, extra_rows in extra.items():
@@ -179,7 +218,21 @@ def _labelled(
     return dataset
 
 
-def _finetune_rows(
+TRAINED_PROTOCOLS = {"finetune", "supervised", "lora"}
+"""The protocols that train a model on the labels (each at ``eval.finetune_fractions``)."""
+
+
+@dataclass
+class _LoraExport:
+    """Where the LoRA adapter goes (``folder``), and the export it adapts (``run_dir`` and
+    its encoder.yaml ``spec``), for writing the merged encoder beside it."""
+
+    folder: Path
+    run_dir: Path | None
+    spec: dict[str, Any]
+
+
+def _trained_rows(
     models: dict[str, nn.Module],
     modality: Modality,
     train_set: Any,
@@ -189,13 +242,24 @@ def _finetune_rows(
     seed: int,
     precision: str = "auto",
     num_workers: int = 0,
+    export: _LoraExport | None = None,
 ) -> list[dict[str, Any]]:
-    """Fine-tune each encoder with a linear head, on the engine, at each of
+    """Rows of the protocols that train on the labels, each at each of
     ``ev.finetune_fractions`` (a class-balanced ``Subset`` of ``train_set``, whose labels are
-    ``train_y``), with the modality's fine-tuning augmentation."""
+    ``train_y``), on the engine, with the modality's fine-tuning augmentation:
+
+    - ``finetune``: every encoder of ``models`` (the first is the evaluated one) and a linear
+      head, trained end to end;
+    - ``supervised``: the same architecture from a fresh initialisation, trained the same way
+      with MAE's near-zero head: the supervised reference;
+    - ``lora``: the evaluated encoder frozen, LoRA adapters (peft) and the head trained; the
+      last fraction's adapter is saved into ``export.folder`` (and merged, if asked).
+    """
+    from dataclasses import replace
+
     from selfsup.config import parse_duration
     from selfsup.evaluate.finetune import FinetuneConfig, finetune
-    from selfsup.evaluate.protocol import class_balanced_subset, result_row
+    from selfsup.evaluate.lora import add_lora
 
     ft = FinetuneConfig(
         epochs=ev.finetune_epochs,
@@ -207,38 +271,82 @@ def _finetune_rows(
         seed=seed,
         precision=precision,  # type: ignore[arg-type]
     )
+    name, encoder = next(iter(models.items()))
+    runs: list[tuple[str, str, nn.Module, FinetuneConfig, Any]] = []
+    if "finetune" in ev.protocols:
+        runs += [(label, "finetune", model, ft, None) for label, model in models.items()]
+    if "supervised" in ev.protocols:
+        fresh = models.get("random-init") or random_init_encoder(encoder, seed)
+        runs.append(("supervised", "supervised", fresh, replace(ft, head_init="small"), None))
+    if "lora" in ev.protocols:
+        lora = partial(add_lora, rank=ev.lora_rank, alpha=ev.lora_alpha)
+        runs.append((name, "lora", encoder, replace(ft, lr=ev.lora_lr), lora))
     rows = []
-    for name, model in models.items():
+    for label, protocol, model, cfg, adapter in runs:
         for fraction in ev.finetune_fractions:
             subset = Subset(
                 train_set, class_balanced_subset(train_y.numpy(), fraction, seed).tolist()
             )
-            console.print(f"fine-tuning {name} on {fraction:.0%} of the labels")
+            console.print(f"{protocol}: {label} on {format_fraction(fraction)} of the labels")
             result = finetune(
                 model,
                 subset,
                 test_set,
-                ft,
+                cfg,
                 to_input=modality.to_input(model),
                 augment=modality.finetune_augment,
                 input_key=modality.input_key,
                 num_classes=int(train_y.max()) + 1,
                 num_workers=num_workers,
-                description=f"fine-tune {name}",
+                description=f"{protocol} {label}",
+                adapter=adapter,
+                return_model=adapter is not None,
             )
+            extra: dict[str, Any] = {}
+            if adapter is not None:
+                extra = {
+                    "rank": ev.lora_rank,
+                    "alpha": ev.lora_alpha,
+                    "trainable_share": result["trainable_params"] / result["total_params"],
+                }
+                if export is not None and fraction == ev.finetune_fractions[-1]:
+                    extra["adapter"] = str(_save_lora(result["encoder"], export, ev, fraction))
             rows.append(
                 result_row(
-                    name,
-                    "finetune",
+                    label,
+                    protocol,
                     fraction,
                     [result["accuracy"]],
                     num_train=len(subset),
                     num_test=result["num_test"],
                     epochs=result["epochs"],
                     seconds=result["seconds"],
+                    trainable_params=result["trainable_params"],
+                    **extra,
                 )
             )
     return rows
+
+
+def _save_lora(adapted: Any, export: _LoraExport, ev: EvalConfig, fraction: float) -> Path:
+    """Write the adapter (and, with ``ev.lora_merge``, the merged encoder with the files its
+    export names, such as a tokenizer) into ``export.folder``; returns the adapter's path."""
+    from selfsup.evaluate.lora import merge_lora, save_adapter
+    from selfsup.export import export_encoder
+
+    path = save_adapter(adapted, export.folder, label_fraction=fraction)
+    if ev.lora_merge:
+        merged_dir = export.folder / "merged"
+        info = {k: v for k, v in export.spec.items() if k not in ("encoder", "embed_dim")}
+        export_encoder(merge_lora(adapted), merged_dir, **info, adapted_by="lora")
+        named = export.spec.get("input", {}).values() if export.run_dir is not None else []
+        for file_name in named:
+            if isinstance(file_name, str) and (export.run_dir / file_name).is_file():  # type: ignore[operator]
+                shutil.copy(export.run_dir / file_name, merged_dir / file_name)  # type: ignore[operator]
+        console.print(f"LoRA: adapter {path}, merged encoder {merged_dir}")
+    else:
+        console.print(f"LoRA: adapter {path}")
+    return path
 
 
 def random_init_encoder(encoder: nn.Module, seed: int) -> nn.Module:

@@ -121,6 +121,11 @@ class Modality(Protocol):
         """Evaluation rows of the raw-input baseline (pixels; TF-IDF) on the labelled splits."""
         ...
 
+    def raw_features(self, train: Any, test: Any, ev: EvalConfig) -> tuple[Tensor, Tensor]:
+        """Dense raw-input features, float32 (N, F) and (Q, F), of the labelled splits: the
+        raw-input baseline of the protocols that work on any features (few-shot episodes)."""
+        ...
+
     def extra_evaluation(
         self,
         models: dict[str, nn.Module],
@@ -131,6 +136,11 @@ class Modality(Protocol):
     ) -> dict[str, list[dict[str, Any]]]:
         """Further results some encoders of this modality earn (a language model's perplexity),
         by file name (``{"perplexity.json": rows}``); empty when none."""
+        ...
+
+    def example_input(self, encoder: nn.Module, batch_size: int, seed: int = 0) -> Tensor:
+        """A random batch of ``encoder``'s input as ``forward`` takes it (after ``to_input``),
+        shaped by the encoder's ``build_args``: for tracing it (ONNX export) and checking."""
         ...
 
     def tiny_batch(self, batch_size: int, seed: int = 0) -> dict[str, Tensor]:

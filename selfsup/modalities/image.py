@@ -116,15 +116,11 @@ class ImageModality:
         progress: Callable[[str], None],
     ) -> list[dict[str, Any]]:
         """Linear probe and kNN on the pixels scaled to [0, 1], flattened."""
-        from selfsup.evaluate.features import stream_inputs
+        from selfsup.evaluate.features import dataset_labels
         from selfsup.evaluate.protocol import FeatureSet, evaluate_features
 
-        def pixels(dataset: Any) -> tuple[Tensor, Tensor]:
-            x, y = stream_inputs(dataset, self.input_key, ev.batch_size)
-            return x.flatten(1).float() / 255, y
-
-        train_x, train_y = pixels(train)
-        test_x, test_y = pixels(test)
+        train_x, test_x = self.raw_features(train, test, ev)
+        train_y, test_y = dataset_labels(train), dataset_labels(test)
         return evaluate_features(
             {"raw": FeatureSet(train_x, train_y, test_x, test_y)},
             fractions=ev.label_fractions,
@@ -135,6 +131,15 @@ class ImageModality:
             progress=progress,
         )
 
+    def raw_features(self, train: Any, test: Any, ev: EvalConfig) -> tuple[Tensor, Tensor]:
+        """The pixels scaled to [0, 1], flattened: (N, C·H·W) and (Q, C·H·W)."""
+        from selfsup.evaluate.features import stream_inputs
+
+        def pixels(dataset: Any) -> Tensor:
+            return stream_inputs(dataset, self.input_key, ev.batch_size)[0].flatten(1).float() / 255
+
+        return pixels(train), pixels(test)
+
     def extra_evaluation(
         self,
         models: dict[str, nn.Module],
@@ -144,6 +149,14 @@ class ImageModality:
         ev: EvalConfig,
     ) -> dict[str, list[dict[str, Any]]]:
         return {}
+
+    def example_input(self, encoder: nn.Module, batch_size: int, seed: int = 0) -> Tensor:
+        """Random images scaled and normalised as ``to_input`` makes them: (B, C, H, W) float."""
+        build = getattr(encoder, "build_args", None) or {}
+        g = torch.Generator().manual_seed(seed)
+        channels, size = int(build.get("in_channels", 3)), int(build.get("image_size", 32))
+        images = torch.randint(0, 256, (batch_size, channels, size, size), generator=g)
+        return self.to_input(encoder)(images.to(torch.uint8))
 
     def tiny_batch(self, batch_size: int, seed: int = 0) -> dict[str, Tensor]:
         g = torch.Generator().manual_seed(seed)

@@ -19,7 +19,9 @@ from torch import Tensor, nn
 
 from selfsup.data.text import TEXT_DATASETS, TextDataset, load_texts
 from selfsup.data.tokenizer import (
+    CLS_ID,
     PAD_ID,
+    SEP_ID,
     TOKENIZER_FILE,
     find_tokenizer,
     run_tokenizer,
@@ -151,6 +153,14 @@ class TextModality:
         )
         return [{**row, "features": "tf-idf"} for row in rows]
 
+    def raw_features(self, train: Any, test: Any, ev: EvalConfig) -> tuple[Tensor, Tensor]:
+        """Dense TF-IDF (uni- and bigrams) of the 4,096 most frequent n-grams of the training
+        texts, rows L2-normalised: (N, F) and (Q, F)."""
+        from selfsup.evaluate.features import texts_and_labels
+        from selfsup.evaluate.text import tfidf_features
+
+        return tfidf_features(texts_and_labels(train)[0], texts_and_labels(test)[0])
+
     def extra_evaluation(
         self,
         models: dict[str, nn.Module],
@@ -180,6 +190,20 @@ class TextModality:
                 )
             rows.append({"encoder": label, "data": spec, **result})
         return {"perplexity.json": rows}
+
+    def example_input(self, encoder: nn.Module, batch_size: int, seed: int = 0) -> Tensor:
+        """Random token rows ``[CLS] ids [SEP] [PAD]...`` of the encoder's ``max_length``, each
+        row a different length, so padding is exercised: (B, L) int64."""
+        build = getattr(encoder, "build_args", None) or {}
+        g = torch.Generator().manual_seed(seed)
+        length, vocab = int(build.get("max_length", 16)), int(build.get("vocab_size", 64))
+        tokens = torch.randint(5, max(6, vocab), (batch_size, length), generator=g)
+        tokens[:, 0] = CLS_ID
+        for row in range(batch_size):
+            end = max(2, length - 1 - (row * length) // (2 * batch_size))
+            tokens[row, end] = SEP_ID
+            tokens[row, end + 1 :] = PAD_ID
+        return tokens
 
     def tiny_batch(self, batch_size: int, seed: int = 0) -> dict[str, Tensor]:
         g = torch.Generator().manual_seed(seed)
