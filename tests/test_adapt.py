@@ -294,3 +294,17 @@ def test_onnx_export_refuses_a_wrong_graph(tmp_path, monkeypatch) -> None:
     with pytest.raises(SelfsupError, match="away from"):
         onnx_export.export_onnx(encoder, tmp_path / "encoder.onnx")
     assert not (tmp_path / "encoder.onnx").exists()
+
+
+def test_onnx_export_needs_a_registered_encoder(tmp_path) -> None:
+    pytest.importorskip("onnxruntime")
+    from selfsup.onnx_export import export_onnx
+
+    class Mine(nn.Module):
+        embed_dim = 4
+
+        def forward(self, x):
+            return x[:, :4]
+
+    with pytest.raises(SelfsupError, match="cannot tell what data"):
+        export_onnx(Mine(), tmp_path / "encoder.onnx")
