@@ -23,7 +23,7 @@ import yaml
 from selfsup.errors import SelfsupError
 
 Precision = Literal["auto", "32-true", "bf16-mixed", "16-mixed"]
-PROTOCOLS = ("linear", "knn", "finetune", "supervised", "lora", "fewshot")
+PROTOCOLS = ("linear", "knn", "finetune", "supervised", "lora", "fewshot", "robustness")
 """The evaluation protocols: frozen-feature probes, fine-tuning of the whole encoder, the
 same architecture trained from scratch on the labels (the supervised reference), LoRA
 fine-tuning, and few-shot episodes on frozen features."""
@@ -178,7 +178,8 @@ class EvalConfig:
     encoder with a classification head (what masked models like MAE and BERT need),
     ``supervised`` for the same architecture trained from scratch on the labels with the
     fine-tuning budget (the reference self-supervision is compared with), ``lora`` for LoRA
-    adapters (peft), ``fewshot`` for N-way K-shot episodes."""
+    adapters (peft), ``fewshot`` for N-way K-shot episodes, ``robustness`` for the clean
+    linear probe scored on the modality's corruptions of the test set."""
     label_fractions: tuple[float, ...] = (0.01, 0.1, 1.0)
     seeds: tuple[int, ...] = (0, 1, 2)
     knn_k: int = 20

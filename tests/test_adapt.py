@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from selfsup.config import EvalConfig
@@ -22,6 +23,7 @@ from selfsup.evaluate.fewshot import fewshot_rows, prototype_accuracies, sample_
 from selfsup.evaluate.finetune import FinetuneConfig, finetune
 from selfsup.modalities import MODALITIES
 from selfsup.views import prepare
+from selfsup.views.corruptions import IMAGE_CORRUPTIONS
 
 FAST: dict[str, dict[str, Any]] = {
     "resnet18": {"width": 8},
@@ -308,3 +310,80 @@ def test_onnx_export_needs_a_registered_encoder(tmp_path) -> None:
 
     with pytest.raises(SelfsupError, match="cannot tell what data"):
         export_onnx(Mine(), tmp_path / "encoder.onnx")
+
+
+# --- robustness ----------------------------------------------------------------------------
+
+
+def garments(n: int = 48, size: int = 28) -> torch.Tensor:
+    """uint8 (n, 1, size, size) images with coarse shapes and fine texture."""
+    g = torch.Generator().manual_seed(0)
+    coarse = torch.rand(n, 1, size // 4, size // 4, generator=g)
+    coarse = F.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False)
+    x = 0.6 * coarse + 0.4 * torch.rand(n, 1, size, size, generator=g)
+    return (x * 255).to(torch.uint8)
+
+
+@pytest.mark.parametrize("kind", sorted(IMAGE_CORRUPTIONS))
+def test_image_corruption_is_identity_at_zero_and_grows(kind: str) -> None:
+    from selfsup.views.corruptions import corrupt_images
+
+    x = garments()
+    assert torch.equal(corrupt_images(x, kind, 0), x)
+    shifts = [
+        float((corrupt_images(x, kind, s, seed=1).float() - x.float()).abs().mean())
+        for s in range(6)
+    ]
+    assert shifts[0] == 0 and all(a < b for a, b in zip(shifts, shifts[1:])), shifts
+    again = corrupt_images(x, kind, 3, seed=1)
+    assert torch.equal(again, corrupt_images(x, kind, 3, seed=1)) and again.dtype == torch.uint8
+
+
+@pytest.mark.parametrize("kind", ["character_noise", "word_dropout", "casing"])
+def test_text_corruption_is_identity_at_zero_and_grows(kind: str) -> None:
+    from selfsup.views.text_corruptions import corrupt_texts
+
+    texts = ["The quick brown fox jumps over the lazy dog near the river bank today"] * 30
+    assert corrupt_texts(texts, kind, 0) == texts
+    changed = [
+        sum(
+            a != b
+            for t, c in zip(texts, corrupt_texts(texts, kind, s, seed=2))
+            for a, b in zip(t, c)
+        )
+        + sum(abs(len(t) - len(c)) for t, c in zip(texts, corrupt_texts(texts, kind, s, seed=2)))
+        for s in range(6)
+    ]
+    assert changed[0] == 0 and all(a < b for a, b in zip(changed, changed[1:])), changed
+    assert corrupt_texts(texts, kind, 4, seed=2) == corrupt_texts(texts, kind, 4, seed=2)
+
+
+def test_corruption_refuses_unknown_kind_and_severity() -> None:
+    from selfsup.views.corruptions import corrupt_images
+
+    with pytest.raises(SelfsupError, match="unknown image corruption"):
+        corrupt_images(garments(2), "fog", 1)
+    with pytest.raises(SelfsupError, match="0..5"):
+        corrupt_images(garments(2), "contrast", 6)
+
+
+def test_robustness_rows_score_the_clean_probe_on_each_shift(tmp_path) -> None:
+    from selfsup.evaluate.run import evaluate_run
+    from selfsup.export import export_encoder
+
+    encoder = build_encoder("convnet", in_channels=1, image_size=8, width=8)
+    export_encoder(encoder, tmp_path / "run", image_size=8, channels=1, method="test")
+    ev = EvalConfig(
+        protocols=("robustness",), seeds=(0,), max_train=300, report=True, batch_size=512
+    )
+    rows = evaluate_run(tmp_path / "run", "digits", eval_cfg=ev)
+    means = {r["encoder"]: r for r in rows if r["corruption"] == "mean"}
+    assert set(means) == {"test", "random-init", "raw"}
+    kinds = MODALITIES["image"].corruptions
+    shifted = [r for r in rows if r["encoder"] == "raw" and r["corruption"] != "mean"]
+    assert len(shifted) == 5 * len(kinds)
+    assert means["raw"]["accuracy"] == pytest.approx(np.mean([r["accuracy"] for r in shifted]))
+    # the strongest noise hurts the raw pixels' probe more than the mildest
+    noise = {r["severity"]: r["accuracy"] for r in shifted if r["corruption"] == "gaussian_noise"}
+    assert noise[5] < noise[1] <= means["raw"]["clean_accuracy"] + 0.02
+    assert "Robustness to corruptions" in (tmp_path / "run" / "report.html").read_text()

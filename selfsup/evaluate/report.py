@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 
 from selfsup.errors import SelfsupError
 from selfsup.evaluate.protocol import accuracy_grid, format_fraction, label_efficiency_rows
+from selfsup.evaluate.robustness import robustness_figure
 
 Series = tuple[np.ndarray, np.ndarray]  # (steps (S,), values (S,))
 
@@ -312,6 +313,11 @@ def write_report(
             "no rankme or emb_std columns in metrics.csv",
         ),
         _figure_section("Label efficiency", label_efficiency_figure(rows), "no evaluation results"),
+        *(
+            [_figure_section("Robustness to corruptions", robustness_figure(rows), "")]
+            if any(r.get("protocol") == "robustness" for r in rows)
+            else []
+        ),
         _figure_section(
             "Test embeddings (t-SNE)",
             None

@@ -135,6 +135,7 @@ def evaluate_run(
                 episodes=ev.fewshot_episodes,
                 seed=seed,
             )
+    trained: dict[str, nn.Module] = {}
     if TRAINED_PROTOCOLS & set(ev.protocols):
         precision = cfg.train.precision if cfg else "auto"
         rows += _trained_rows(
@@ -148,10 +149,28 @@ def evaluate_run(
             precision,
             workers,
             export=_LoraExport(target / "lora", run_dir, spec) if target is not None else None,
+            keep=trained,
         )
+    if "robustness" in ev.protocols:
+        with console.status("robustness") as status:
+            rows += _robustness(
+                {**models, **trained},
+                sets,
+                modality,
+                train_set,
+                test_set,
+                ev,
+                seed,
+                workers,
+                lambda text: status.update(f"robustness: {text}"),
+            )
     console.print(rows_table(rows, title=f"{name} on {data_spec} (test accuracy, %)"))
     if any(row["protocol"] == "fewshot" for row in rows):
         console.print(fewshot_table(rows))
+    if any(row["protocol"] == "robustness" for row in rows):
+        from selfsup.evaluate.robustness import robustness_table
+
+        console.print(robustness_table(rows))
     text_spec = cfg.data.name if cfg else data_spec
     extra = modality.extra_evaluation(models, text_spec, run_dir, options, ev)
     for file_name, extra_rows in extra.items():
@@ -243,6 +262,7 @@ def _trained_rows(
     precision: str = "auto",
     num_workers: int = 0,
     export: _LoraExport | None = None,
+    keep: dict[str, nn.Module] | None = None,
 ) -> list[dict[str, Any]]:
     """Rows of the protocols that train on the labels, each at each of
     ``ev.finetune_fractions`` (a class-balanced ``Subset`` of ``train_set``, whose labels are
@@ -254,6 +274,9 @@ def _trained_rows(
       with MAE's near-zero head: the supervised reference;
     - ``lora``: the evaluated encoder frozen, LoRA adapters (peft) and the head trained; the
       last fraction's adapter is saved into ``export.folder`` (and merged, if asked).
+
+    The supervised reference trained on the last fraction goes into ``keep`` (as
+    "supervised"), for the protocols that compare encoders' features (robustness).
     """
     from dataclasses import replace
 
@@ -300,8 +323,10 @@ def _trained_rows(
                 num_workers=num_workers,
                 description=f"{protocol} {label}",
                 adapter=adapter,
-                return_model=adapter is not None,
+                return_model=True,
             )
+            if keep is not None and protocol == "supervised":
+                keep["supervised"] = result["encoder"]
             extra: dict[str, Any] = {}
             if adapter is not None:
                 extra = {
@@ -326,6 +351,52 @@ def _trained_rows(
                 )
             )
     return rows
+
+
+def _robustness(
+    models: dict[str, nn.Module],
+    sets: dict[str, FeatureSet],
+    modality: Modality,
+    train_set: Any,
+    test_set: Any,
+    ev: EvalConfig,
+    seed: int,
+    workers: int,
+    progress: Any,
+) -> list[dict[str, Any]]:
+    """The clean linear probe (100% of the labels) of each encoder, and of the raw input,
+    scored on each of the modality's corruptions of the test set at severities 1-5."""
+    from selfsup.evaluate.robustness import fit_probe, robustness_rows
+
+    test_y = dataset_labels(test_set)
+    train_y = dataset_labels(train_set)
+    probes = {}
+    for label, model in models.items():
+
+        def extract(split: Any, model: nn.Module = model) -> torch.Tensor:
+            prepare = input_fn(model, split)
+            return extract_features(
+                model, split, ev.batch_size, to_input=prepare, num_workers=workers
+            )
+
+        if label in sets:
+            train_x, test_x = sets[label].train_x, sets[label].test_x
+        else:
+            train_x, test_x = extract(train_set), extract(test_set)
+        probes[label] = (extract, *fit_probe(train_x, train_y, test_x, test_y, seed))
+    if ev.baselines:
+        raw_train, raw_test = modality.raw_features(train_set, test_set, ev)
+
+        def raw(split: Any) -> torch.Tensor:
+            return modality.raw_features(train_set, split, ev)[1]
+
+        probes["raw"] = (raw, *fit_probe(raw_train, train_y, raw_test, test_y, seed))
+    return robustness_rows(
+        probes,
+        lambda kind, severity: modality.corrupted(test_set, kind, severity, seed),
+        modality.corruptions,
+        progress=progress,
+    )
 
 
 def _save_lora(adapted: Any, export: _LoraExport, ev: EvalConfig, fraction: float) -> Path:

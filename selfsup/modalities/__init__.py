@@ -49,6 +49,8 @@ class Modality(Protocol):
     """The registered encoder a run uses when it names none."""
     finetune_augment: Callable[[Tensor], Tensor] | None
     """Augmentation of a float input batch while fine-tuning (None: none)."""
+    corruptions: tuple[str, ...]
+    """The distribution shifts ``corrupted`` knows (image corruptions; text perturbations)."""
 
     def owns(self, spec: str) -> bool:
         """Whether ``spec`` names a source of this modality: its prefix is one of ``sources``;
@@ -136,6 +138,11 @@ class Modality(Protocol):
     ) -> dict[str, list[dict[str, Any]]]:
         """Further results some encoders of this modality earn (a language model's perplexity),
         by file name (``{"perplexity.json": rows}``); empty when none."""
+        ...
+
+    def corrupted(self, dataset: Any, kind: str, severity: int, seed: int = 0) -> Any:
+        """A labelled data set like ``dataset`` (same samples, labels and order) with every
+        input shifted by corruption ``kind`` at ``severity`` 0 (unchanged) .. 5."""
         ...
 
     def example_input(self, encoder: nn.Module, batch_size: int, seed: int = 0) -> Tensor:

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from selfsup.data.loader import collate_samples
 from selfsup.data.sources import DATASETS, guess_image_spec, load_images
 from selfsup.errors import SelfsupError
+from selfsup.views.corruptions import IMAGE_CORRUPTIONS
 
 if TYPE_CHECKING:
     from selfsup.config import DataConfig, EvalConfig, RunConfig
@@ -38,6 +39,7 @@ class ImageModality:
     sources = DATASETS
     default_encoder = "convnet"
     finetune_augment: Callable[[Tensor], Tensor] | None = staticmethod(_finetune_augment)
+    corruptions = tuple(IMAGE_CORRUPTIONS)
 
     def owns(self, spec: str) -> bool:
         from selfsup.data.webdataset import holds
@@ -149,6 +151,29 @@ class ImageModality:
         ev: EvalConfig,
     ) -> dict[str, list[dict[str, Any]]]:
         return {}
+
+    def corrupted(self, dataset: Any, kind: str, severity: int, seed: int = 0) -> Any:
+        """The images decoded once and corrupted in batches of 512 (`corrupt_images`), each
+        batch seeded by ``seed`` and its position, held in memory."""
+        from selfsup.data.images import TensorImageDataset
+        from selfsup.evaluate.features import dataset_labels, root_dataset, stream_inputs
+        from selfsup.views.corruptions import corrupt_images
+
+        images, _ = stream_inputs(dataset, self.input_key)  # uint8 (N, C, H, W)
+        shifted = torch.cat(
+            [
+                corrupt_images(images[start : start + 512], kind, severity, seed + start)
+                for start in range(0, len(images), 512)
+            ]
+        )
+        root = root_dataset(dataset)
+        return TensorImageDataset(
+            shifted,
+            dataset_labels(dataset),
+            name=root.name,
+            split="test",
+            class_names=getattr(root, "class_names", None),
+        )
 
     def example_input(self, encoder: nn.Module, batch_size: int, seed: int = 0) -> Tensor:
         """Random images scaled and normalised as ``to_input`` makes them: (B, C, H, W) float."""

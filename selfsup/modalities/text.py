@@ -28,6 +28,7 @@ from selfsup.data.tokenizer import (
     special_ids,
 )
 from selfsup.errors import SelfsupError
+from selfsup.views.text_corruptions import TEXT_CORRUPTIONS
 
 if TYPE_CHECKING:
     from selfsup.config import DataConfig, EvalConfig, RunConfig
@@ -42,6 +43,7 @@ class TextModality:
     sources = TEXT_DATASETS
     default_encoder = "transformer-tiny"
     finetune_augment: Callable[[Tensor], Tensor] | None = None
+    corruptions = tuple(TEXT_CORRUPTIONS)
 
     def owns(self, spec: str) -> bool:
         from selfsup.data.webdataset import holds
@@ -190,6 +192,24 @@ class TextModality:
                 )
             rows.append({"encoder": label, "data": spec, **result})
         return {"perplexity.json": rows}
+
+    def corrupted(self, dataset: Any, kind: str, severity: int, seed: int = 0) -> Any:
+        """The raw texts perturbed (`corrupt_texts`) and tokenized again with the data set's
+        own tokenizer and length."""
+        from selfsup.data.text import TextCorpus
+        from selfsup.evaluate.features import root_dataset, texts_and_labels
+        from selfsup.views.text_corruptions import corrupt_texts
+
+        texts, labels = texts_and_labels(dataset)
+        root = root_dataset(dataset)
+        corpus = TextCorpus(
+            texts=corrupt_texts(texts, kind, severity, seed),
+            labels=labels.tolist(),
+            class_names=list(root.class_names),
+            name=root.name,
+            split="test",
+        )
+        return TextDataset(corpus, root.tokenizer, max_length=root.max_length)
 
     def example_input(self, encoder: nn.Module, batch_size: int, seed: int = 0) -> Tensor:
         """Random token rows ``[CLS] ids [SEP] [PAD]...`` of the encoder's ``max_length``, each
