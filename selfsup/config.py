@@ -53,6 +53,12 @@ class DataConfig:
     vocab_size: int = 8000
     """Text: vocabulary size when the tokenizer is trained; 8000 suits corpora of a few MB,
     30000 (BERT) those of a GB."""
+    sample_rate: int = 16000
+    """Audio: every file is resampled to this rate (Hz); 16000 is what wav2vec 2.0 and HuBERT
+    use; 8000 for telephone speech (the Asterisk prompts) halves the compute."""
+    max_seconds: float = 4.0
+    """Audio: each recording is cut to its first this-many seconds, shorter ones padded
+    (and the padding masked); compute grows linearly (the Transformer's as its square)."""
 
     def validate(self) -> None:
         """The options every modality shares; ``RunConfig.validate`` asks the data's modality
