@@ -293,7 +293,7 @@ def test_wav2vec2_step_trains_and_scales_the_feature_gradient() -> None:
 
 def test_wav2vec2_loss_falls_on_a_fixed_batch() -> None:
     """Chirps (pitch rising at a random rate) make masked frames predictable from their
-    neighbours; the contrastive loss leaves chance, ln(11), within 30 steps."""
+    neighbours; the contrastive loss falls well below chance, ln(11), within 30 steps."""
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
     t = torch.arange(4000) / 8000
@@ -301,7 +301,7 @@ def test_wav2vec2_loss_falls_on_a_fixed_batch() -> None:
     slope = 1500 + 1000 * torch.rand(4, 1, generator=g)
     batch = {"audio": torch.sin(2 * torch.pi * (f0 * t + slope * t**2 / 2))}
     method = tiny_wav2vec2()
-    opt = torch.optim.AdamW(method.parameters(), lr=1e-2)
+    opt = torch.optim.AdamW(method.parameters(), lr=1e-3)
     losses = []
     for step in range(30):
         torch.manual_seed(step % 2)  # two fixed masks, so the loss can only fall by learning
@@ -311,8 +311,7 @@ def test_wav2vec2_loss_falls_on_a_fixed_batch() -> None:
         opt.step()
         method.on_step_end(step / 30)
         losses.append(float(out["contrastive"]))
-    assert np.mean(losses[:4]) > math.log(11) - 0.1
-    assert np.mean(losses[-4:]) < np.mean(losses[:4]) - 0.4, losses
+    assert np.mean(losses[-4:]) < math.log(11) - 0.5, losses
 
 
 # ---------------------------------------------------------------- data
