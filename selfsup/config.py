@@ -34,7 +34,8 @@ class DataConfig:
     name: str = "digits"
     """A data spec: images ``digits``, ``fashion-mnist[:FOLDER]``, ``folder:PATH``,
     ``npz:PATH``, ``openclipart``, ``shards:PATH``; text ``fortunes``, ``gcide``, ``text:PATH``;
-    either ``wds:PATH`` (WebDataset shards, which say what they hold)."""
+    audio ``asterisk[:en,fr]``, ``asterisk-digits``, ``audio:PATH``; either ``wds:PATH``
+    (WebDataset shards, which say what they hold)."""
     image_size: int | None = None
     """Centre-crop and resize every image to this square size (any source); None keeps the
     source's own size. Folders of mixed sizes need it."""

@@ -406,7 +406,7 @@ def test_cli_pretrains_and_evaluates_on_a_folder(speech_folder: Path, tmp_path: 
         "--set", "data.sample_rate=8000", "--set", "data.max_seconds=0.5",
         "--set", "encoder_args.conv_dim=16", "--set", "encoder_args.embed_dim=32",
         "--set", "encoder_args.depth=1", "--set", "method_args.num_negatives=10",
-        "--set", "eval.label_fractions=[1.0]", "--set", "eval.seeds=[0]",
+        "--set", "eval.label_fractions=[1.0]", "--set", "eval.seeds=[0]", "--set", "eval.report=false",
         "--batch-size", "4", "--max-steps", "2", "--out", str(out),
     ]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
