@@ -253,8 +253,7 @@ ENCODERS: dict[str, EncoderSpec] = {
         description=(
             "wav2vec 2.0 layout for a CPU: 6 conv blocks of 64 channels (stride 160: 20 ms "
             "frames at 8 kHz; add a stride-2 block for 16 kHz), Transformer D 128, 3 blocks, "
-            "4 heads (0.7M params); for wav2vec2 on speech (~20 two-second clips/s fwd+bwd on "
-            "2 busy cores)"
+            "4 heads (0.7M params); for wav2vec2 on speech"
         ),
         defaults={
             "conv_dim": 64,
