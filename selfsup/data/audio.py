@@ -238,6 +238,7 @@ def load_audio(
     prefix = prefix.strip().lower()
     if prefix in ("asterisk", "asterisk-digits"):
         files = asterisk_files(argument, digits=prefix == "asterisk-digits")
+        skip_bad = True  # asterisk-core-sounds-ru ships an empty prompt, ru/is.wav
     elif prefix == "audio":
         files = user_audio_files(Path(argument).expanduser())
     else:
