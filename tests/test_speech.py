@@ -131,7 +131,9 @@ def test_mfcc_stats_ignore_the_padding() -> None:
 # ---------------------------------------------------------------- span masking
 
 
-def reference_span_mask(n: int, rng: np.random.Generator, p: float = 0.065, span: int = 10) -> np.ndarray:
+def reference_span_mask(
+    n: int, rng: np.random.Generator, p: float = 0.065, span: int = 10
+) -> np.ndarray:
     """fairseq's compute_mask_indices for one row, written plainly."""
     spans = max(2, int(p * n + rng.random()))
     high = n - span if n - span > spans else spans + 1
@@ -212,7 +214,9 @@ def test_contrastive_loss_matches_the_reference(kappa: float) -> None:
     q[0, 3] = q[0, 1]  # a repeated code: never its own distractor
     idx = sample_distractors(2, 6, 7, generator=g)
     got = Wav2Vec2ContrastiveLoss(kappa)(c, q, idx)
-    torch.testing.assert_close(got.double(), reference_contrastive(c, q, idx, kappa), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        got.double(), reference_contrastive(c, q, idx, kappa), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_diversity_loss_matches_the_reference() -> None:
@@ -267,7 +271,9 @@ def tiny_wav2vec2(**method_args):
 
 def test_encoder_pools_only_the_real_frames() -> None:
     torch.manual_seed(0)
-    encoder = build_encoder("wav2vec2-tiny", sample_rate=8000, conv_dim=16, embed_dim=32, depth=1, num_heads=2).eval()
+    encoder = build_encoder(
+        "wav2vec2-tiny", sample_rate=8000, conv_dim=16, embed_dim=32, depth=1, num_heads=2
+    ).eval()
     wave = torch.randn(1, 2400)
     padded = torch.cat([wave, torch.full((1, 1600), float("nan"))], dim=1)
     with torch.no_grad():
@@ -347,7 +353,10 @@ def test_manifest_with_paths_labels_and_text(speech_folder: Path, tmp_path: Path
         for i in range(12)
     ]
     manifest.write_text("\n".join(rows))
-    both = [load_audio(f"audio:{manifest}", s, sample_rate=8000, max_seconds=0.5) for s in ("train", "test")]
+    both = [
+        load_audio(f"audio:{manifest}", s, sample_rate=8000, max_seconds=0.5)
+        for s in ("train", "test")
+    ]
     assert sum(len(d) for d in both) == 24 and both[0].class_names == ["high", "low"]
     manifest.write_text('{"label": "a"}\n')
     with pytest.raises(SelfsupError, match="needs a path"):

@@ -47,9 +47,11 @@ TEST_FRACTION = 0.2
 ASTERISK_ROOT = Path("/usr/share/asterisk/sounds")
 ASTERISK_DOCS = Path("/usr/share/doc")
 ASTERISK_LANGUAGES = ("en", "es", "fr", "it", "ru")
-ASTERISK_INSTALL = "`sudo apt-get install " + " ".join(
-    f"asterisk-core-sounds-{lang}-wav" for lang in ASTERISK_LANGUAGES
-) + "`"
+ASTERISK_INSTALL = (
+    "`sudo apt-get install "
+    + " ".join(f"asterisk-core-sounds-{lang}-wav" for lang in ASTERISK_LANGUAGES)
+    + "`"
+)
 MAX_RESAMPLE_FACTOR = 1000
 """Largest up- or down-sampling factor (after reducing the ratio) ``resample_poly`` is asked
 for: 44.1 kHz -> 16 kHz is 160/441; 8001 Hz -> 16 kHz would be 16000/8001, a filter of a
@@ -79,9 +81,7 @@ def soundfile_module() -> Any:
     try:
         import soundfile
     except ImportError:  # pragma: no cover - the extra is installed in CI
-        raise SelfsupError(
-            "reading audio needs soundfile: `pip install selfsup[audio]`"
-        ) from None
+        raise SelfsupError("reading audio needs soundfile: `pip install selfsup[audio]`") from None
     return soundfile
 
 
@@ -252,7 +252,11 @@ def load_audio(
 
 
 def _split(files: AudioFiles, split: Split) -> AudioFiles:
-    keep = [i for i, key in enumerate(files.keys) if in_test_split(key, TEST_FRACTION) == (split == "test")]
+    keep = [
+        i
+        for i, key in enumerate(files.keys)
+        if in_test_split(key, TEST_FRACTION) == (split == "test")
+    ]
     return AudioFiles(
         paths=[files.paths[i] for i in keep],
         labels=[files.labels[i] for i in keep] if files.labels is not None else None,
@@ -338,7 +342,9 @@ def asterisk_transcripts(language: str) -> dict[str, str]:
 def user_audio_files(path: Path) -> AudioFiles:
     """A folder of audio files or a CSV/JSONL manifest (see the module docstring)."""
     if not path.exists():
-        raise SelfsupError(f"audio:{path} does not exist: pass a folder of audio files or a manifest")
+        raise SelfsupError(
+            f"audio:{path} does not exist: pass a folder of audio files or a manifest"
+        )
     if path.is_file():
         return _manifest(path)
     files = _audio_under(path)

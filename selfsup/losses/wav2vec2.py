@@ -46,7 +46,9 @@ def sample_distractors(
     return idx + (idx >= own).long()  # skip the frame itself
 
 
-def contrastive_logits(context: Tensor, targets: Tensor, distractors: Tensor, kappa: float) -> Tensor:
+def contrastive_logits(
+    context: Tensor, targets: Tensor, distractors: Tensor, kappa: float
+) -> Tensor:
     """(B, M, F) context, (B, M, F) quantized targets, (B, M, K) distractor indices ->
     (B, M, 1 + K) logits sim / κ, the target first, repeated targets at −inf.
 

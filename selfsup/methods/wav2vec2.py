@@ -147,9 +147,7 @@ class Wav2Vec2(nn.Module):
         contrastive = self.loss(c, q, distractors)
         diversity = diversity_loss(mean_probs)
         loss = (
-            contrastive
-            + self.cfg.diversity_weight * diversity
-            + self.cfg.feature_penalty * penalty
+            contrastive + self.cfg.diversity_weight * diversity + self.cfg.feature_penalty * penalty
         )
         return {
             "loss": loss,

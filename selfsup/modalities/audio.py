@@ -166,7 +166,9 @@ class AudioModality:
         g = torch.Generator().manual_seed(seed)
         t = torch.arange(4000) / 8000
         freqs = 200 + 600 * torch.rand(batch_size, 1, generator=g)
-        wave = torch.sin(2 * torch.pi * freqs * t) + 0.1 * torch.randn(batch_size, 4000, generator=g)
+        wave = torch.sin(2 * torch.pi * freqs * t) + 0.1 * torch.randn(
+            batch_size, 4000, generator=g
+        )
         wave[1::2, 3000:] = float("nan")
         return {"audio": wave.float(), "label": torch.arange(batch_size) % 2}
 
