@@ -36,7 +36,8 @@ class DataConfig:
     name: str = "digits"
     """A data spec: images ``digits``, ``fashion-mnist[:FOLDER]``, ``folder:PATH``,
     ``npz:PATH``, ``openclipart``, ``shards:PATH``; text ``fortunes``, ``gcide``, ``text:PATH``;
-    either ``wds:PATH`` (WebDataset shards, which say what they hold)."""
+    audio ``asterisk[:en,fr]``, ``asterisk-digits``, ``audio:PATH``; either ``wds:PATH``
+    (WebDataset shards, which say what they hold)."""
     image_size: int | None = None
     """Centre-crop and resize every image to this square size (any source); None keeps the
     source's own size. Folders of mixed sizes need it."""
@@ -55,6 +56,12 @@ class DataConfig:
     vocab_size: int = 8000
     """Text: vocabulary size when the tokenizer is trained; 8000 suits corpora of a few MB,
     30000 (BERT) those of a GB."""
+    sample_rate: int = 16000
+    """Audio: every file is resampled to this rate (Hz); 16000 is what wav2vec 2.0 and HuBERT
+    use; 8000 for telephone speech (the Asterisk prompts) halves the compute."""
+    max_seconds: float = 4.0
+    """Audio: each recording is cut to its first this-many seconds, shorter ones padded
+    (and the padding masked); compute grows linearly (the Transformer's as its square)."""
 
     def validate(self) -> None:
         """The options every modality shares; ``RunConfig.validate`` asks the data's modality

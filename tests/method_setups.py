@@ -27,13 +27,28 @@ WORDS = (
 SEQ_LEN = 16
 
 
-def cases() -> list[tuple[str, str]]:
-    """(method, modality) for every registered method and every modality it accepts."""
+def cases(modalities: tuple[str, ...] | None = None) -> list[tuple[str, str]]:
+    """(method, modality) for every registered method and every modality it accepts (of
+    ``modalities``, when given)."""
     out = []
     for name, spec in sorted(METHODS.items()):
-        modalities = spec.modalities
-        out += [(name, m) for m in modalities]
+        out += [(name, m) for m in spec.modalities if modalities is None or m in modalities]
     return out
+
+
+def audio_setup(name: str, size: int) -> tuple[DataInfo, nn.Module, dict[str, torch.Tensor]]:
+    """A 1-block wav2vec 2.0 encoder and ``size`` chirps of 0.3 s at 8 kHz (pitch rising at
+    a random rate, so masked frames are predictable from their neighbours)."""
+    del name  # every audio method takes the wav2vec 2.0 encoder
+    info = DataInfo(modality="audio", sample_rate=8000, max_samples=2400)
+    encoder = build_encoder(
+        "wav2vec2-tiny", sample_rate=8000, conv_dim=16, embed_dim=32, depth=1, num_heads=2
+    )
+    g = torch.Generator().manual_seed(0)
+    t = torch.arange(2400) / 8000
+    f0 = 200 + 300 * torch.rand(size, 1, generator=g)
+    slope = 1500 + 1000 * torch.rand(size, 1, generator=g)
+    return info, encoder, {"audio": torch.sin(2 * torch.pi * (f0 * t + slope * t**2 / 2))}
 
 
 @functools.cache

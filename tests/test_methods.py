@@ -5,7 +5,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-from method_setups import cases, image_batch, image_encoder, text_batch, text_encoder, text_info
+from method_setups import (
+    audio_setup,
+    cases,
+    image_batch,
+    image_encoder,
+    text_batch,
+    text_encoder,
+    text_info,
+)
 
 from selfsup.contracts import missing_members
 from selfsup.encoders import build_encoder
@@ -47,6 +55,8 @@ def test_method_step_under_bf16_autocast(name, modality):
     if modality == "text":
         info, batch = text_info(), text_batch(16)
         encoder = text_encoder(name)
+    elif modality == "audio":
+        info, encoder, batch = audio_setup(name, 8)
     else:
         channels = 3 if METHODS[name].needs_color else 1
         info, batch = DataInfo(channels, 8), image_batch(16, channels, 8)
@@ -102,6 +112,8 @@ def _losses_on_a_fixed_batch(name: str, modality: str, lr: float, steps: int = 3
         info = text_info()
         encoder = text_encoder(name)
         batch = text_batch(32)
+    elif modality == "audio":
+        info, encoder, batch = audio_setup(name, 4)
     else:
         channels = 3 if METHODS[name].needs_color else 1
         info = DataInfo(channels, 8)

@@ -32,6 +32,9 @@ from selfsup.methods import DataInfo, build_method
 
 STEPS, BATCH, SIZE = 2, 16, 16
 
+DISTRIBUTED = ("image", "text")
+"""Modalities whose methods run here; audio (wav2vec2) has no multi-process test yet (issue 16)."""
+
 
 def _dataset() -> TensorImageDataset:
     g = torch.Generator().manual_seed(0)
@@ -83,7 +86,7 @@ def seeded_method(name: str, modality: str):
 
 def _worker(fabric: Fabric, root: str) -> dict[str, dict[str, float]]:
     results = {}
-    for name, modality in cases():
+    for name, modality in cases(DISTRIBUTED):
         cfg = run_config(name, modality)
         method, dataset = seeded_method(name, modality)
         before = _encoder_vector(method)
@@ -102,7 +105,7 @@ def _worker(fabric: Fabric, root: str) -> dict[str, dict[str, float]]:
 @pytest.mark.slow
 def test_every_method_trains_under_two_process_ddp(tmp_path):
     results = launch_two(_worker, str(tmp_path))
-    assert sorted(results) == sorted(f"{n}-{m}" for n, m in cases())
+    assert sorted(results) == sorted(f"{n}-{m}" for n, m in cases(DISTRIBUTED))
     for name, r in results.items():
         assert r["steps"] == STEPS, name
         assert r["finite"] == 1.0, name

@@ -35,6 +35,9 @@ from selfsup.errors import SelfsupError
 
 PROCESSES = 2
 
+DISTRIBUTED = ("image", "text")
+"""Modalities whose methods run here; audio (wav2vec2) has no multi-process test yet (issue 16)."""
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -70,7 +73,7 @@ def _process(rank: int, port: int, root: str) -> None:
     ddp.launch()
     fsdp.launch()
     results = {}
-    for name, modality in cases():
+    for name, modality in cases(DISTRIBUTED):
         losses_ddp, encoder_ddp, _ = _run(ddp, name, modality, "ddp", out)
         losses_fsdp, encoder_fsdp, sharded = _run(fsdp, name, modality, "fsdp", out)
         weight_gap = max(
@@ -102,7 +105,7 @@ def test_every_method_trains_under_fsdp_exactly_as_under_ddp(tmp_path):
     results = json.loads((tmp_path / "results-0.json").read_text())
     refused = results.pop("cache_refused")
     assert refused == CACHE_REFUSED
-    assert sorted(results) == sorted(f"{n}-{m}" for n, m in cases())
+    assert sorted(results) == sorted(f"{n}-{m}" for n, m in cases(DISTRIBUTED))
     for name, r in results.items():
         assert r["steps"], name
         assert r["sharded"], f"{name}: FSDP left the encoder's parameters whole"

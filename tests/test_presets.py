@@ -72,7 +72,24 @@ def _openclipart(folder: Path) -> str:
     return f"folder:{folder / 'clipart'}"
 
 
-STAND_INS = {"fashion-mnist": _fashion_mnist, "fortunes": _fortunes, "openclipart": _openclipart}
+def _asterisk(folder: Path) -> str:
+    """Short 8 kHz recordings in language subfolders, as the Asterisk prompts."""
+    import soundfile
+
+    rng = np.random.default_rng(0)
+    for i in range(SAMPLES):
+        (folder / "prompts" / f"lang{i % 4}").mkdir(parents=True, exist_ok=True)
+        wave = 0.1 * rng.standard_normal(int(8000 * rng.uniform(0.5, 1.5)))
+        soundfile.write(folder / "prompts" / f"lang{i % 4}" / f"{i}.wav", wave, 8000)
+    return f"audio:{folder / 'prompts'}"
+
+
+STAND_INS = {
+    "fashion-mnist": _fashion_mnist,
+    "fortunes": _fortunes,
+    "openclipart": _openclipart,
+    "asterisk": _asterisk,
+}
 """A tiny source of the same modality and shape for each data set a preset may name that a
 machine can lack; the embedded digits need none. A preset on a data set not listed here runs
 on its real data, so a new data set that may be missing needs a stand-in here."""

@@ -29,3 +29,7 @@ class DataInfo:
     """Tokens per sample, [CLS] and [SEP] included; batches are padded to it."""
     tokenizer: Any = None
     """The run's ``tokenizers.Tokenizer`` (text only): special ids and whole-word starts."""
+    sample_rate: int = 0
+    """Audio: the rate (Hz) every recording was resampled to."""
+    max_samples: int = 0
+    """Audio: samples per (cut or padded) recording."""

@@ -25,6 +25,7 @@ from selfsup.encoders.convnet import ConvNet
 from selfsup.encoders.resnet import NormKind, ResNet
 from selfsup.encoders.transformer import PositionKind, TextPoolKind, TextTransformer
 from selfsup.encoders.vit import PoolKind, VisionTransformer
+from selfsup.encoders.wav2vec import Wav2Vec2Encoder
 from selfsup.errors import SelfsupError
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "ResNet",
     "TextTransformer",
     "VisionTransformer",
+    "Wav2Vec2Encoder",
     "build_encoder",
     "encoder_config",
     "encoder_inputs",
@@ -44,6 +46,7 @@ __all__ = [
 INPUTS: dict[str, tuple[str, ...]] = {
     "image": ("in_channels", "image_size"),
     "text": ("vocab_size", "max_length", "pad_id"),
+    "audio": ("sample_rate",),
 }
 
 
@@ -125,6 +128,35 @@ def _text_transformer(
         pool=pool,
         dropout=dropout,
         grad_checkpointing=grad_checkpointing,
+    )
+
+
+def _wav2vec2(
+    *,
+    sample_rate: int,
+    conv_dim: int,
+    conv_kernels: list,
+    conv_strides: list,
+    embed_dim: int,
+    depth: int,
+    num_heads: int,
+    mlp_ratio: float,
+    pos_kernel: int,
+    pos_groups: int,
+    dropout: float,
+) -> Wav2Vec2Encoder:
+    return Wav2Vec2Encoder(
+        sample_rate=sample_rate,
+        conv_dim=conv_dim,
+        conv_kernels=[int(k) for k in conv_kernels],
+        conv_strides=[int(s) for s in conv_strides],
+        embed_dim=embed_dim,
+        depth=depth,
+        num_heads=num_heads,
+        mlp_ratio=mlp_ratio,
+        pos_kernel=pos_kernel,
+        pos_groups=pos_groups,
+        dropout=dropout,
     )
 
 
@@ -216,6 +248,47 @@ ENCODERS: dict[str, EncoderSpec] = {
         defaults={**_TEXT_DEFAULTS, "embed_dim": 256, "depth": 4, "num_heads": 4, "causal": True},
         modality="text",
     ),
+    "wav2vec2-tiny": EncoderSpec(
+        builder=_wav2vec2,
+        description=(
+            "wav2vec 2.0 layout for a CPU: 6 conv blocks of 64 channels (stride 160: 20 ms "
+            "frames at 8 kHz; add a stride-2 block for 16 kHz), Transformer D 128, 3 blocks, "
+            "4 heads (0.7M params); for wav2vec2 on speech"
+        ),
+        defaults={
+            "conv_dim": 64,
+            "conv_kernels": [10, 3, 3, 3, 2, 2],
+            "conv_strides": [5, 2, 2, 2, 2, 2],
+            "embed_dim": 128,
+            "depth": 3,
+            "num_heads": 4,
+            "mlp_ratio": 4.0,
+            "pos_kernel": 32,
+            "pos_groups": 8,
+            "dropout": 0.1,
+        },
+        modality="audio",
+    ),
+    "wav2vec2-base": EncoderSpec(
+        builder=_wav2vec2,
+        description=(
+            "wav2vec 2.0 BASE (7 conv blocks of 512, 20 ms frames at 16 kHz, D 768, 12 "
+            "blocks, 12 heads, 95M params); a GPU model"
+        ),
+        defaults={
+            "conv_dim": 512,
+            "conv_kernels": [10, 3, 3, 3, 3, 2, 2],
+            "conv_strides": [5, 2, 2, 2, 2, 2, 2],
+            "embed_dim": 768,
+            "depth": 12,
+            "num_heads": 12,
+            "mlp_ratio": 4.0,
+            "pos_kernel": 128,
+            "pos_groups": 16,
+            "dropout": 0.1,
+        },
+        modality="audio",
+    ),
 }
 
 
@@ -295,6 +368,7 @@ def build_encoder(
     vocab_size: int | None = None,
     max_length: int | None = None,
     pad_id: int | None = None,
+    sample_rate: int | None = None,
     **overrides: Any,
 ) -> nn.Module:
     """Build the registered encoder ``name``.
@@ -317,6 +391,7 @@ def build_encoder(
             "vocab_size": vocab_size,
             "max_length": max_length,
             "pad_id": pad_id,
+            "sample_rate": sample_rate,
         },
     )
     for key, value in overrides.items():

@@ -35,6 +35,7 @@ from selfsup.methods.simclr import SimCLR, SimCLRConfig
 from selfsup.methods.simmim import SimMIM, SimMIMConfig
 from selfsup.methods.simsiam import SimSiam, SimSiamConfig
 from selfsup.methods.vicreg import VICReg, VICRegConfig
+from selfsup.methods.wav2vec2 import Wav2Vec2, Wav2Vec2Config
 
 
 @dataclass(frozen=True)
@@ -166,6 +167,14 @@ METHODS: dict[str, MethodSpec] = {
         "masks) and text (BERT masks) alike",
         "Baevski et al. 2022, arXiv:2202.03555",
         modalities=("image", "text"),
+    ),
+    "wav2vec2": MethodSpec(
+        Wav2Vec2Config,
+        Wav2Vec2,
+        "speech: mask ~half the latent frames in spans of 10, pick each one's Gumbel-quantized "
+        "code among 100 distractors from the context (contrastive + codebook diversity)",
+        "Baevski et al. 2020, arXiv:2006.11477",
+        modalities=("audio",),
     ),
 }
 

@@ -156,10 +156,11 @@ class Modality(Protocol):
 
 
 def _registry() -> dict[str, Modality]:
+    from selfsup.modalities.audio import AUDIO
     from selfsup.modalities.image import IMAGE
     from selfsup.modalities.text import TEXT
 
-    return {m.name: m for m in (IMAGE, TEXT)}
+    return {m.name: m for m in (IMAGE, TEXT, AUDIO)}
 
 
 MODALITIES: dict[str, Modality] = _registry()

@@ -15,6 +15,13 @@ Patch masks, (B, N) over a ViT's row-major patch grid (N = grid_h·grid_w, the o
 - ``simmim_mask``: SimMIM (Xie et al. 2022): random squares of mask_patch×mask_patch model
   patches, an exact count per image (SimMIM hides 60% of 32 px squares).
 
+Span masks, (B, N) over the frames of a sequence (speech):
+
+- ``span_mask``: wav2vec 2.0 (Baevski et al. 2020) and HuBERT: each frame starts a span of
+  ``span`` frames with probability ``start_prob`` (0.065 and 10: about half the frames
+  hidden; HuBERT 0.08), spans may overlap, padding is never hidden, every row hides the same
+  count (fairseq's ``compute_mask_indices``, ``require_same_masks``).
+
 Token masks:
 
 - ``bert_mask``: BERT (Devlin et al. 2019): 15% of the non-special tokens are selected; of
@@ -511,3 +518,51 @@ class TokenMasking(nn.Module):
     def extra_repr(self) -> str:
         whole = ", whole_word=True" if self.word_starts is not None else ""
         return f"vocab_size={self.vocab_size}, select_prob={self.select_prob}{whole}"
+
+
+def span_mask(
+    padding: Tensor,
+    *,
+    start_prob: float = 0.065,
+    span: int = 10,
+    min_spans: int = 2,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """wav2vec 2.0's span masking over (B, N) frames -> (B, N) bool, True = hidden.
+
+    Baevski, Zhou, Mohamed, Auli. "wav2vec 2.0." NeurIPS 2020, §3.1 and fairseq's
+    ``compute_mask_indices`` (its ``mask_prob`` 0.65 = ``start_prob`` × ``span``). For a row
+    with n real frames (``padding`` is bool (B, N), True = padding at the end):
+
+        s = max(min_spans, floor(start_prob · n + u)),  u ~ U(0, 1)    number of spans
+        starts: s distinct frames drawn uniformly from 0 .. n − span − 1
+                (0 .. s when n − span ≤ s, so short rows still fit their spans)
+        hidden: every start + 0 .. span − 1 below n (overlapping spans merge)
+
+    then rows hiding more than the fewest hidden in the batch are thinned to that count by
+    dropping hidden frames uniformly at random, so each row hides the same number (what a
+    contrastive loss over the masked frames of every row needs).
+    """
+    B, N = padding.shape
+    device = padding.device
+    lengths = (~padding).sum(dim=1)  # (B,)
+    u = torch.rand(B, device=device, generator=generator)
+    spans = torch.clamp(torch.floor(start_prob * lengths + u).long(), min=min_spans)  # (B,)
+    spans = torch.minimum(spans, (lengths - 1).clamp(min=0))
+    high = lengths - span  # starts lie below this ...
+    high = torch.where(high <= spans, spans + 1, high).clamp(max=N)  # ... or below s + 1
+    scores = torch.rand(B, N, device=device, generator=generator)  # (B, N)
+    scores = scores.masked_fill(torch.arange(N, device=device)[None] >= high[:, None], -1.0)
+    most = int(spans.max()) if B else 0
+    starts = scores.topk(most, dim=1).indices  # (B, S): a uniform subset, in random order
+    used = torch.arange(most, device=device)[None] < spans[:, None]  # (B, S)
+    frames = starts[:, :, None] + torch.arange(span, device=device)  # (B, S, span)
+    valid = used[:, :, None] & (frames < lengths[:, None, None])
+    mask = torch.zeros(B, N + span, dtype=torch.bool, device=device)
+    mask.scatter_(1, torch.where(valid, frames, N).reshape(B, -1), True)
+    mask = mask[:, :N]  # column N collected the unused draws
+    counts = mask.sum(dim=1)
+    target = int(counts.min()) if B else 0
+    noise = torch.rand(B, N, device=device, generator=generator).masked_fill(~mask, -1.0)
+    keep = noise.topk(target, dim=1).indices  # (B, target): a uniform subset of each row's
+    return torch.zeros_like(mask).scatter_(1, keep, True)

@@ -1,0 +1,176 @@
+"""Audio: speech recordings, batches ``{"audio": float32 (B, T)}`` at the run's sample rate.
+
+Sources are in ``selfsup.data.audio`` (``audio:PATH``, ``asterisk``, ``asterisk-digits``);
+every sample is cut or padded to ``data.max_seconds``, the padding written as NaN so that the
+mask travels with the waveform (the encoder and the baseline read it back). The encoder input
+is the batch as it is; the raw-input baseline is the mean and standard deviation of 13 MFCCs
+over each utterance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor, nn
+
+from selfsup.data.audio import AUDIO_DATASETS, load_audio, split_padding
+from selfsup.data.loader import collate_samples
+from selfsup.errors import SelfsupError
+
+if TYPE_CHECKING:
+    from selfsup.config import DataConfig, EvalConfig, RunConfig
+    from selfsup.data.info import DataInfo
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
+MIN_RATE, MAX_RATE = 1000, 192_000
+MAX_SECONDS = 600.0
+
+
+class AudioModality:
+    name = "audio"
+    input_key = "audio"
+    sources = AUDIO_DATASETS
+    default_encoder = "wav2vec2-tiny"
+    finetune_augment: Callable[[Tensor], Tensor] | None = None
+
+    def owns(self, spec: str) -> bool:
+        prefix = spec.partition(":")[0].strip().lower()
+        return prefix in self.sources
+
+    def guess(self, spec: str) -> str | None:
+        path = Path(spec).expanduser()
+        looks = path.suffix.lower() in AUDIO_SUFFIXES or (
+            path.is_dir() and any(p.suffix.lower() in AUDIO_SUFFIXES for p in path.iterdir())
+        )
+        return f"did you mean audio:{spec}?" if looks else None
+
+    def check_data(self, data: DataConfig) -> None:
+        if not MIN_RATE <= data.sample_rate <= MAX_RATE:
+            raise SelfsupError(
+                f"data.sample_rate must lie between {MIN_RATE} and {MAX_RATE} Hz, got {data.sample_rate}"
+            )
+        if not 0 < data.max_seconds <= MAX_SECONDS:
+            raise SelfsupError(
+                f"data.max_seconds must lie in (0, {MAX_SECONDS:g}], got {data.max_seconds}"
+            )
+
+    def prepare_run(self, data: DataConfig, run_dir: Path) -> None:
+        return None  # audio needs nothing trained before the workers start
+
+    def load(self, spec: str, split: Any, *, folder: Path | None = None, **options: Any) -> Any:
+        del folder  # audio needs nothing from the run folder
+        return load_audio(spec, split, **options)
+
+    def run_options(self, data: DataConfig) -> dict[str, Any]:
+        return {
+            "sample_rate": data.sample_rate,
+            "max_seconds": data.max_seconds,
+            "skip_bad": data.skip_bad,
+        }
+
+    def eval_options(self, export: dict[str, Any], data: DataConfig | None) -> dict[str, Any]:
+        if data is not None:
+            return {"sample_rate": data.sample_rate, "max_seconds": data.max_seconds}
+        return {
+            "sample_rate": export.get("sample_rate", 16000),
+            "max_seconds": export.get("max_seconds", 4.0),
+        }
+
+    def data_info(self, dataset: Any, cfg: RunConfig, folder: Path) -> dict[str, Any]:
+        return {"sample_rate": dataset.sample_rate, "max_samples": dataset.max_samples}
+
+    def encoder_inputs(self, info: DataInfo) -> dict[str, Any]:
+        return {"sample_rate": info.sample_rate}
+
+    def export(self, info: DataInfo, folder: Path) -> dict[str, Any]:
+        return {
+            "sample_rate": info.sample_rate,
+            "max_seconds": info.max_samples / info.sample_rate,
+            "input": {
+                "dtype": "float32 (B, T) mono waveforms at sample_rate; NaN marks padding",
+                "sample_rate": info.sample_rate,
+            },
+        }
+
+    def to_input(self, encoder: nn.Module) -> Callable[[Tensor], Tensor]:
+        return lambda wave: wave  # the encoder reads the NaN padding itself
+
+    def check_encoder(self, encoder: nn.Module, dataset: Any, spec: str) -> None:
+        rate = (getattr(encoder, "build_args", None) or {}).get("sample_rate")
+        if rate is not None and dataset.sample_rate != rate:
+            raise SelfsupError(
+                f"{spec!r} was loaded at {dataset.sample_rate} Hz but the encoder was trained "
+                f"at {rate} Hz: pass --set data.sample_rate={rate}"
+            )
+
+    def collate(self, samples: Sequence[dict[str, Tensor]]) -> dict[str, Tensor]:
+        """Samples are cut or padded to one length when decoded; the padding mask is their
+        NaN tail."""
+        batch = collate_samples(samples)
+        batch["padding"] = batch[self.input_key].isnan()  # (B, T)
+        return batch
+
+    def raw_baseline(
+        self,
+        train: Any,
+        test: Any,
+        ev: EvalConfig,
+        probes: list[str],
+        progress: Callable[[str], None],
+    ) -> list[dict[str, Any]]:
+        """Linear probe and kNN on each utterance's MFCC mean and std (26 numbers)."""
+        from selfsup.evaluate.features import map_batches, root_dataset
+        from selfsup.evaluate.protocol import FeatureSet, evaluate_features
+        from selfsup.views.spectrogram import mfcc_stats
+
+        def stats(dataset: Any) -> tuple[Tensor, Tensor]:
+            rate = root_dataset(dataset).sample_rate
+            x, y = map_batches(
+                lambda wave: mfcc_stats(*split_padding(wave), rate),
+                dataset,
+                batch_size=ev.batch_size,
+                input_key=self.input_key,
+            )
+            if y is None:
+                raise SelfsupError("the MFCC baseline needs labelled audio")
+            return x, y
+
+        train_x, train_y = stats(train)
+        test_x, test_y = stats(test)
+        rows = evaluate_features(
+            {"raw": FeatureSet(train_x, train_y, test_x, test_y)},
+            fractions=ev.label_fractions,
+            seeds=ev.seeds,
+            protocols=probes,  # type: ignore[arg-type]
+            k=ev.knn_k,
+            temperature=ev.knn_temperature,
+            progress=lambda text: progress(f"MFCC baseline: {text}"),
+        )
+        return [{**row, "features": "mfcc-stats"} for row in rows]
+
+    def extra_evaluation(
+        self,
+        models: dict[str, nn.Module],
+        spec: str,
+        folder: Path | None,
+        options: dict[str, Any],
+        ev: EvalConfig,
+    ) -> dict[str, list[dict[str, Any]]]:
+        return {}
+
+    def tiny_batch(self, batch_size: int, seed: int = 0) -> dict[str, Tensor]:
+        """Half a second at 8 kHz of tones and noise; odd rows end early (NaN padding)."""
+        g = torch.Generator().manual_seed(seed)
+        t = torch.arange(4000) / 8000
+        freqs = 200 + 600 * torch.rand(batch_size, 1, generator=g)
+        wave = torch.sin(2 * torch.pi * freqs * t) + 0.1 * torch.randn(
+            batch_size, 4000, generator=g
+        )
+        wave[1::2, 3000:] = float("nan")
+        return {"audio": wave.float(), "label": torch.arange(batch_size) % 2}
+
+
+AUDIO = AudioModality()
