@@ -91,11 +91,15 @@ class SigLIPLoss(nn.Module):
         self.bias = nn.Parameter(torch.tensor(float(init_bias)))
         self.gather = gather
 
+    def scale(self) -> Tensor:
+        """The temperature t = exp(t') that multiplies the cosine similarities."""
+        return self.log_temperature.exp()
+
     @float32_forward
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
         check_pairs(x, y)
         x, y = F.normalize(x, dim=1), F.normalize(y, dim=1)
-        t = self.log_temperature.exp()
+        t = self.scale()
         total = sigmoid_block_loss(x, y, t, self.bias, positives=True)
         if self.gather:
             others = y
