@@ -69,7 +69,10 @@ def test_tiny_batch_feeds_the_default_encoder(name):
 def _small(modality: Modality) -> dict:
     defaults = ENCODERS[modality.default_encoder].defaults
     if "text_options" in defaults:  # two towers
-        return {"image_options": {"width": 4}, "text_options": {"embed_dim": 16, "depth": 1, "num_heads": 2}}
+        return {
+            "image_options": {"width": 4},
+            "text_options": {"embed_dim": 16, "depth": 1, "num_heads": 2},
+        }
     if "width" in defaults:
         return {"width": 4}
     return {"embed_dim": 16, "depth": 1, "num_heads": 2}
