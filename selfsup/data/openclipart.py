@@ -181,7 +181,7 @@ def category_pattern(categories: list[str]) -> re.Pattern[str]:
 
 
 def make_caption(meta: dict[str, Any], remove: re.Pattern[str] | None = None) -> str:
-    """"title. description. keyword, keyword, ..." (keywords equal to the title dropped),
+    """The caption "title. description. keyword, keyword, ..." (keywords equal to the title dropped),
     with the words ``remove`` matches cut out; "" when nothing is left."""
     title = meta["title"]
     keywords = [k for k in meta["keywords"] if k.lower() != title.lower()]
