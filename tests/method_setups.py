@@ -103,3 +103,54 @@ def image_batch(size: int, channels: int, side: int, seed: int = 0) -> dict[str,
     g = torch.Generator().manual_seed(seed)
     images = torch.randint(0, 256, (size, channels, side, side), generator=g, dtype=torch.uint8)
     return {"image": images}
+
+
+PAIR_SIZE = 8
+
+
+def pair_info() -> DataInfo:
+    tok = tokenizer()
+    return DataInfo(
+        3,
+        PAIR_SIZE,
+        modality="pairs",
+        vocab_size=tok.get_vocab_size(),
+        max_length=SEQ_LEN,
+        tokenizer=tok,
+    )
+
+
+def pair_encoder() -> nn.Module:
+    """The two-tower encoder of the pair methods at test size."""
+    return build_encoder(
+        "clip-tiny",
+        in_channels=3,
+        image_size=PAIR_SIZE,
+        vocab_size=tokenizer().get_vocab_size(),
+        max_length=SEQ_LEN,
+        pad_id=0,
+        image_options={"width": 8},
+        text_options={"embed_dim": 32, "depth": 1, "num_heads": 2, "dropout": 0.0},
+        proj_dim=16,
+    )
+
+
+def pair_batch(size: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random images, each with a random caption."""
+    return {**image_batch(size, 3, PAIR_SIZE, seed), **text_batch(size, seed)}
+
+
+class PairSamples(torch.utils.data.Dataset):
+    """``pair_batch`` as a data set of samples (the engine batches it through a loader)."""
+
+    input_key = "image"
+    in_memory = False
+
+    def __init__(self, size: int, seed: int = 0) -> None:
+        self.batch = pair_batch(size, seed)
+
+    def __len__(self) -> int:
+        return len(self.batch["image"])
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {key: value[index] for key, value in self.batch.items()}

@@ -10,6 +10,9 @@ from method_setups import (
     cases,
     image_batch,
     image_encoder,
+    pair_batch,
+    pair_encoder,
+    pair_info,
     text_batch,
     text_encoder,
     text_info,
@@ -22,6 +25,7 @@ from selfsup.methods import METHODS, DataInfo, build_method
 
 IMAGE_CASES = [(n, m) for n, m in cases() if m == "image"]
 TEXT_CASES = [(n, m) for n, m in cases() if m == "text"]
+PAIR_CASES = [(n, m) for n, m in cases() if m == "pairs"]
 
 
 @pytest.mark.parametrize("name, modality", IMAGE_CASES)
@@ -47,6 +51,14 @@ def test_text_method_step(name, modality):
     _check_step(method, encoder, text_batch(16))
 
 
+@pytest.mark.parametrize("name, modality", PAIR_CASES)
+def test_pair_method_step(name, modality):
+    torch.manual_seed(0)
+    encoder = pair_encoder()
+    method = build_method(name, {}, encoder, pair_info())
+    _check_step(method, encoder, pair_batch(16))
+
+
 @pytest.mark.parametrize("name, modality", cases())
 def test_method_step_under_bf16_autocast(name, modality):
     """What ``precision="bf16-mixed"`` runs (on a GPU, or a CPU with native bf16): the step
@@ -57,6 +69,8 @@ def test_method_step_under_bf16_autocast(name, modality):
         encoder = text_encoder(name)
     elif modality == "audio":
         info, encoder, batch = audio_setup(name, 8)
+    elif modality == "pairs":
+        info, batch, encoder = pair_info(), pair_batch(16), pair_encoder()
     else:
         channels = 3 if METHODS[name].needs_color else 1
         info, batch = DataInfo(channels, 8), image_batch(16, channels, 8)
@@ -114,6 +128,8 @@ def _losses_on_a_fixed_batch(name: str, modality: str, lr: float, steps: int = 3
         batch = text_batch(32)
     elif modality == "audio":
         info, encoder, batch = audio_setup(name, 4)
+    elif modality == "pairs":
+        info, encoder, batch = pair_info(), pair_encoder(), pair_batch(32)
     else:
         channels = 3 if METHODS[name].needs_color else 1
         info = DataInfo(channels, 8)

@@ -15,8 +15,11 @@ from lightning_fabric import Fabric
 from method_setups import (
     SEQ_LEN,
     WORDS,
+    PairSamples,
     cases,
     image_encoder,
+    pair_encoder,
+    pair_info,
     text_encoder,
     text_info,
     tokenizer,
@@ -76,6 +79,8 @@ def seeded_method(name: str, modality: str):
     torch.manual_seed(0)
     if modality == "text":
         info, encoder, dataset = text_info(), text_encoder(name), _text_dataset()
+    elif modality == "pairs":
+        info, encoder, dataset = pair_info(), pair_encoder(), PairSamples(4 * BATCH)
     else:
         info = DataInfo(3, SIZE, channels_last=False)
         encoder, dataset = image_encoder(name, info), _dataset()

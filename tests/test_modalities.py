@@ -54,6 +54,9 @@ def test_tiny_batch_feeds_the_default_encoder(name):
     x = batch[modality.input_key]
     if name == "image":
         info = DataInfo(channels=x.shape[1], image_size=x.shape[-1])
+    elif name == "pairs":
+        tokens = batch["tokens"]
+        info = DataInfo(3, x.shape[-1], modality=name, vocab_size=64, max_length=tokens.shape[1])
     else:
         info = DataInfo(modality=name, vocab_size=64, max_length=x.shape[1], sample_rate=8000)
     encoder = build_encoder(
@@ -67,6 +70,11 @@ def test_tiny_batch_feeds_the_default_encoder(name):
 
 def _small(modality: Modality) -> dict:
     defaults = ENCODERS[modality.default_encoder].defaults
+    if "text_options" in defaults:  # two towers
+        return {
+            "image_options": {"width": 4},
+            "text_options": {"embed_dim": 16, "depth": 1, "num_heads": 2},
+        }
     if "width" in defaults:
         return {"width": 4}
     return {"embed_dim": 16, "depth": 1, "num_heads": 2}

@@ -84,11 +84,22 @@ def _asterisk(folder: Path) -> str:
     return f"audio:{folder / 'prompts'}"
 
 
+def _openclipart_pairs(folder: Path) -> str:
+    """The openclipart stand-in's PNGs, each with a caption file, as image–text pairs."""
+    (folder / "pairs").mkdir()
+    _openclipart(folder / "pairs")
+    words = "red cat tree house car star blue arrow sign".split()
+    for i, png in enumerate(sorted((folder / "pairs" / "clipart").rglob("*.png"))):
+        png.with_suffix(".txt").write_text(f"a {words[i % len(words)]} drawing {i}")
+    return f"pairs:{folder / 'pairs' / 'clipart'}"
+
+
 STAND_INS = {
     "fashion-mnist": _fashion_mnist,
     "fortunes": _fortunes,
     "openclipart": _openclipart,
     "asterisk": _asterisk,
+    "openclipart-pairs": _openclipart_pairs,
 }
 """A tiny source of the same modality and shape for each data set a preset may name that a
 machine can lack; the embedded digits need none. A preset on a data set not listed here runs

@@ -14,13 +14,16 @@ first folder in sorted order. SVGs that rsvg-convert cannot render are skipped a
 from __future__ import annotations
 
 import hashlib
+import html
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
@@ -138,3 +141,65 @@ def openclipart_folder(argument: str, image_size: int | None) -> Path:
     out = cache_dir("openclipart", f"{root.name}-{key}-{size}px")
     rasterize(root, out, size)
     return out
+
+
+# --- captions from the SVG metadata (the openclipart-pairs source) -----------------------
+
+_AGENT = re.compile(r"<cc:Agent\b.*?</cc:Agent>", re.S)
+_TAG = re.compile(r"<[^>]+>")
+
+
+def _first(tag: str, text: str) -> str:
+    found = re.search(rf"<{tag}>(.*?)</{tag}>", text, re.S)
+    return " ".join(html.unescape(_TAG.sub(" ", found.group(1))).split()) if found else ""
+
+
+def svg_metadata(svg: Path) -> dict[str, Any]:
+    """The drawing's own ``dc:title``, ``dc:description`` and keywords (``dc:subject``'s
+    ``rdf:li`` items), read from its RDF metadata; empty where it has none. The titles of
+    the publisher, creator and rights holder (``cc:Agent``) are not the drawing's and are left
+    out."""
+    text = svg.read_text(encoding="utf-8", errors="replace")
+    start, stop = text.find("<metadata"), text.find("</metadata>")
+    meta = _AGENT.sub(" ", text[start:stop]) if 0 <= start < stop else ""
+    subject = re.search(r"<dc:subject>(.*?)</dc:subject>", meta, re.S)
+    keywords = re.findall(r"<rdf:li>(.*?)</rdf:li>", subject.group(1), re.S) if subject else []
+    return {
+        "title": _first("dc:title", meta),
+        "description": _first("dc:description", meta),
+        "keywords": [k for k in (" ".join(html.unescape(w).split()) for w in keywords) if k],
+    }
+
+
+def category_pattern(categories: list[str]) -> re.Pattern[str]:
+    """Whole words naming any of the ``categories`` (folder names such as
+    ``signs_and_symbols``), singular or plural, in any case: ``animals`` matches 'Animal' and
+    'animals'; 'and' is not a category word."""
+    words = {w for c in categories for w in c.lower().split("_") if w != "and"}
+    stems = sorted({w[:-1] if len(w) > 3 and w.endswith("s") else w for w in words} | {"person"})
+    return re.compile(r"\b(?:" + "|".join(map(re.escape, stems)) + r")s?\b", re.I)
+
+
+def make_caption(meta: dict[str, Any], remove: re.Pattern[str] | None = None) -> str:
+    """The caption "title. description. keyword, keyword, ..." (keywords equal to the title dropped),
+    with the words ``remove`` matches cut out; "" when nothing is left."""
+    title = meta["title"]
+    keywords = [k for k in meta["keywords"] if k.lower() != title.lower()]
+    parts = [title, meta["description"], ", ".join(keywords)]
+    if remove is not None:
+        parts = [remove.sub(" ", p) for p in parts]
+    parts = [re.sub(r"\s*,(\s*,)+", ",", " ".join(p.split())).strip(" ,.;:-") for p in parts]
+    return ". ".join(p for p in parts if p)
+
+
+def openclipart_metadata(root: Path, svgs: list[str], out: Path) -> dict[str, dict[str, Any]]:
+    """``svg_metadata`` of every drawing, by relative SVG path; read once and kept as
+    ``metadata.json`` beside the rendered PNGs."""
+    cached = out / "metadata.json"
+    if cached.is_file():
+        return json.loads(cached.read_text())  # type: ignore[no-any-return]
+    metadata = {rel: svg_metadata(root / rel) for rel in svgs}
+    partial = out / f".metadata.json.{os.getpid()}"
+    partial.write_text(json.dumps(metadata))
+    os.replace(partial, cached)
+    return metadata

@@ -20,7 +20,7 @@ A row of ``encode_batch`` is ``[CLS] t_1 .. t_k [SEP] [PAD] ..`` with k <= L - 2
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import chain
 from pathlib import Path
 from typing import Any, Literal
@@ -288,17 +288,20 @@ def run_tokenizer(
     kind: str = "wordpiece",
     vocab_size: int = 8000,
     write: bool = True,
+    texts: Callable[[], list[str]] | None = None,
 ) -> Any:
     """The tokenizer of a text run: the run folder's ``tokenizer.json`` when it exists
     (resume), else the file ``kind`` names, else a new one of that kind trained on the
-    training split of ``spec``; written into ``run_dir`` when ``write``."""
+    training split of ``spec`` (or on ``texts()``, the captions of pairs); written into
+    ``run_dir`` when ``write``."""
     from selfsup.data.text import load_texts
 
     saved = run_dir / TOKENIZER_FILE
     if saved.is_file():
         return load_tokenizer(saved)
     if kind in TOKENIZER_KINDS:
-        tokenizer = train_tokenizer(load_texts(spec, "train").texts, kind, vocab_size)  # type: ignore[arg-type]
+        corpus = texts() if texts is not None else load_texts(spec, "train").texts
+        tokenizer = train_tokenizer(corpus, kind, vocab_size)  # type: ignore[arg-type]
     elif Path(kind).is_file():
         tokenizer = load_tokenizer(kind)
     else:

@@ -22,6 +22,7 @@ from typing import Any
 from torch import nn
 
 from selfsup.encoders.convnet import ConvNet
+from selfsup.encoders.dual import DualEncoder
 from selfsup.encoders.resnet import NormKind, ResNet
 from selfsup.encoders.transformer import PositionKind, TextPoolKind, TextTransformer
 from selfsup.encoders.vit import PoolKind, VisionTransformer
@@ -31,6 +32,7 @@ from selfsup.errors import SelfsupError
 __all__ = [
     "ENCODERS",
     "ConvNet",
+    "DualEncoder",
     "EncoderSpec",
     "ResNet",
     "TextTransformer",
@@ -47,6 +49,7 @@ INPUTS: dict[str, tuple[str, ...]] = {
     "image": ("in_channels", "image_size"),
     "text": ("vocab_size", "max_length", "pad_id"),
     "audio": ("sample_rate",),
+    "pairs": ("in_channels", "image_size", "vocab_size", "max_length", "pad_id"),
 }
 
 
@@ -158,6 +161,29 @@ def _wav2vec2(
         pos_groups=pos_groups,
         dropout=dropout,
     )
+
+
+def _dual(
+    *,
+    in_channels: int,
+    image_size: int,
+    vocab_size: int,
+    max_length: int,
+    pad_id: int,
+    image_encoder: str,
+    image_options: dict[str, Any],
+    text_encoder: str,
+    text_options: dict[str, Any],
+    proj_dim: int,
+) -> DualEncoder:
+    """An image tower and a text tower of this registry, each built with its own options."""
+    image = build_encoder(
+        image_encoder, in_channels=in_channels, image_size=image_size, **image_options
+    )
+    text = build_encoder(
+        text_encoder, vocab_size=vocab_size, max_length=max_length, pad_id=pad_id, **text_options
+    )
+    return DualEncoder(image, text, proj_dim)
 
 
 _TEXT_DEFAULTS: dict[str, Any] = {
@@ -289,6 +315,22 @@ ENCODERS: dict[str, EncoderSpec] = {
         },
         modality="audio",
     ),
+    "clip-tiny": EncoderSpec(
+        builder=_dual,
+        description=(
+            "two towers for image–text pairs (CLIP / SigLIP / ALIGN): convnet images + "
+            "Transformer text (D 128, 2 blocks), linear projections to 128; ~0.9M params "
+            "+ 128 per vocabulary id; image_encoder/text_encoder name any registered towers"
+        ),
+        defaults={
+            "image_encoder": "convnet",
+            "image_options": {},
+            "text_encoder": "transformer-tiny",
+            "text_options": {"embed_dim": 128, "depth": 2, "num_heads": 2, "dropout": 0.0},
+            "proj_dim": 128,
+        },
+        modality="pairs",
+    ),
 }
 
 
@@ -337,7 +379,7 @@ def _check_inputs(name: str, spec: EncoderSpec, given: dict[str, int | None]) ->
             f"encoder {name!r} reads {spec.modality} and takes {', '.join(needed)}, not "
             f"{', '.join(stray)}: pass only the inputs selfsup.encoders.encoder_inputs names"
         )
-    if spec.modality == "text" and given["pad_id"] is None:
+    if "pad_id" in needed and given["pad_id"] is None:
         given = {**given, "pad_id": 0}
     inputs: dict[str, int] = {}
     for key in needed:
@@ -352,7 +394,7 @@ def _check_inputs(name: str, spec: EncoderSpec, given: dict[str, int | None]) ->
             kind = "a non-negative" if lowest == 0 else "a positive"
             raise SelfsupError(f"{key} must be {kind} integer, got {value!r}")
         inputs[key] = value
-    if spec.modality == "text" and inputs["pad_id"] >= inputs["vocab_size"]:
+    if "pad_id" in inputs and inputs["pad_id"] >= inputs["vocab_size"]:
         raise SelfsupError(
             f"pad_id {inputs['pad_id']} is not an id of a vocabulary of {inputs['vocab_size']}: "
             "pass the tokenizer's vocab_size and pad id"

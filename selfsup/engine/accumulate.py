@@ -122,7 +122,11 @@ def cached_step(
     features = leaves[0].detach()
     if not torch.isfinite(loss):
         return {"loss": loss.detach(), "features": features}
-    grads = torch.autograd.grad(loss, leaves)
+    # The loss's own parameters (a learned temperature or bias) take their gradient here,
+    # from the whole batch's loss; the encoders' come from the second pass.
+    own = [p for p in module.parameters() if p.requires_grad]
+    found = torch.autograd.grad(loss, leaves + own, allow_unused=True)
+    grads, own_grads = found[: len(leaves)], found[len(leaves) :]
     start, last = 0, len(parts) * len(leaves) - 1
     for c, part in enumerate(parts):
         _set_rng_state(states[c], device)
@@ -134,5 +138,9 @@ def cached_step(
                     z = model.embed(view)  # (b, D)
                 fabric.backward(z, grads[v][start : start + size].to(z.dtype))
         start += size
+    for p, g in zip(own, own_grads, strict=True):
+        if g is not None:
+            g = fabric.all_reduce(g, reduce_op="mean") if fabric.world_size > 1 else g
+            p.grad = g if p.grad is None else p.grad + g
     _set_rng_state(after, device)
     return {"loss": loss.detach(), "features": features}

@@ -17,9 +17,11 @@ from selfsup.config import from_dict
 from selfsup.contracts import Method, missing_members
 from selfsup.data.info import DataInfo
 from selfsup.errors import SelfsupError
+from selfsup.methods.align import ALIGN, ALIGNConfig
 from selfsup.methods.barlow import BarlowTwins, BarlowTwinsConfig
 from selfsup.methods.beit import BEiT, BEiTConfig
 from selfsup.methods.byol import BYOL, BYOLConfig
+from selfsup.methods.clip import CLIP, CLIPConfig
 from selfsup.methods.clm import CLM, CLMConfig
 from selfsup.methods.colorization import Colorization, ColorizationConfig
 from selfsup.methods.colorization import encoder_inputs as lightness_inputs
@@ -31,6 +33,7 @@ from selfsup.methods.mlm import MLM, MLMConfig
 from selfsup.methods.moco import MoCoV2, MoCoV2Config
 from selfsup.methods.mocov3 import MoCoV3, MoCoV3Config
 from selfsup.methods.rotation import RotationConfig, RotationPrediction
+from selfsup.methods.siglip import SigLIP, SigLIPConfig
 from selfsup.methods.simclr import SimCLR, SimCLRConfig
 from selfsup.methods.simmim import SimMIM, SimMIMConfig
 from selfsup.methods.simsiam import SimSiam, SimSiamConfig
@@ -175,6 +178,30 @@ METHODS: dict[str, MethodSpec] = {
         "code among 100 distractors from the context (contrastive + codebook diversity)",
         "Baevski et al. 2020, arXiv:2006.11477",
         modalities=("audio",),
+    ),
+    "clip": MethodSpec(
+        CLIPConfig,
+        CLIP,
+        "image–text pairs: two towers, symmetric InfoNCE over the batch's pairs, learned logit "
+        "scale (from 1/0.07, clamped at 100); zero-shot classification and retrieval",
+        "Radford et al. 2021, arXiv:2103.00020",
+        modalities=("pairs",),
+    ),
+    "siglip": MethodSpec(
+        SigLIPConfig,
+        SigLIP,
+        "image–text pairs: pairwise sigmoid loss, learned temperature (t'=log 10) and bias "
+        "(-10); distributed by passing text features around a ring, no all-gather",
+        "Zhai et al. 2023, arXiv:2303.15343",
+        modalities=("pairs",),
+    ),
+    "align": MethodSpec(
+        ALIGNConfig,
+        ALIGN,
+        "image–text pairs: normalised softmax with a learned temperature (from 1.0) and label "
+        "smoothing 0.1, for noisy captions",
+        "Jia et al. 2021, arXiv:2102.05918",
+        modalities=("pairs",),
     ),
 }
 

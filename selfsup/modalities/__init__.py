@@ -158,9 +158,10 @@ class Modality(Protocol):
 def _registry() -> dict[str, Modality]:
     from selfsup.modalities.audio import AUDIO
     from selfsup.modalities.image import IMAGE
+    from selfsup.modalities.pairs import PAIRS
     from selfsup.modalities.text import TEXT
 
-    return {m.name: m for m in (IMAGE, TEXT, AUDIO)}
+    return {m.name: m for m in (IMAGE, TEXT, AUDIO, PAIRS)}
 
 
 MODALITIES: dict[str, Modality] = _registry()

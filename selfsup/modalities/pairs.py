@@ -1,0 +1,262 @@
+"""Image–text pairs: batches ``{"image": uint8 (B, 3, S, S), "tokens": int64 (B, L)}``.
+
+A pairs run trains two towers (``selfsup.encoders.dual``) and owns a tokenizer trained on the
+training captions, saved as ``tokenizer.json`` in the run folder and beside the export, as a
+text run does. The input a probe reads is the image: linear probe, kNN and the pixel baseline
+measure the image tower; ``extra_evaluation`` adds what only two towers can do, on the
+held-out pairs: zero-shot classification by class-name prompts (against chance, the majority
+class and a TF-IDF caption baseline) and image→text / text→image retrieval recall@1/5/10.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor, nn
+
+from selfsup.data.loader import collate_samples
+from selfsup.data.pairs import PAIR_DATASETS, PairDataset, load_pairs
+from selfsup.data.tokenizer import PAD_ID, TOKENIZER_FILE, find_tokenizer, run_tokenizer
+from selfsup.errors import SelfsupError
+from selfsup.modalities.image import IMAGE
+from selfsup.modalities.text import MAX_TOKENS
+
+if TYPE_CHECKING:
+    from selfsup.config import DataConfig, EvalConfig, RunConfig
+    from selfsup.data.info import DataInfo
+
+
+class PairsModality:
+    name = "pairs"
+    input_key = "image"
+    sources = PAIR_DATASETS
+    default_encoder = "clip-tiny"
+    finetune_augment = IMAGE.finetune_augment
+
+    def owns(self, spec: str) -> bool:
+        return spec.partition(":")[0].strip().lower() in self.sources
+
+    def guess(self, spec: str) -> str | None:
+        return None  # folders and shards of images are the image modality's guess
+
+    def check_data(self, data: DataConfig) -> None:
+        IMAGE.check_data(data)
+        if not 3 <= data.max_length <= MAX_TOKENS:
+            raise SelfsupError(
+                f"data.max_length must lie between 3 and {MAX_TOKENS} tokens, got {data.max_length}"
+            )
+
+    def prepare_run(self, data: DataConfig, run_dir: Path) -> None:
+        from selfsup.engine.progress import console
+
+        def captions() -> list[str]:
+            return load_pairs(data.name, "train", data.skip_bad, data.image_size).captions
+
+        with console.status("training the tokenizer on the captions"):
+            run_tokenizer(
+                data.name, run_dir, kind=data.tokenizer, vocab_size=data.vocab_size, texts=captions
+            )
+
+    def load(self, spec: str, split: Any, *, folder: Path | None = None, **options: Any) -> Any:
+        """Decoded and tokenized with the tokenizer in ``folder`` (the run or export folder)."""
+        if folder is None:
+            raise SelfsupError(
+                f"pair data {spec!r} needs a tokenizer: evaluate a pair encoder from its run "
+                f"or export folder (it holds {TOKENIZER_FILE})"
+            )
+        skip_bad = bool(options.get("skip_bad", False))
+        image_size = options.get("image_size")
+        corpus = load_pairs(spec, split, skip_bad, image_size)
+        return PairDataset(
+            corpus,
+            find_tokenizer(folder),
+            max_length=int(options.get("max_length") or 32),
+            image_size=image_size,
+            skip_bad=skip_bad,
+        )
+
+    def run_options(self, data: DataConfig) -> dict[str, Any]:
+        return {
+            "skip_bad": data.skip_bad,
+            "image_size": data.image_size,
+            "max_length": data.max_length,
+        }
+
+    def eval_options(self, export: dict[str, Any], data: DataConfig | None) -> dict[str, Any]:
+        if data is not None:
+            return {"image_size": data.image_size, "max_length": data.max_length}
+        return {"image_size": export.get("image_size"), "max_length": export.get("max_length")}
+
+    def data_info(self, dataset: Any, cfg: RunConfig, folder: Path) -> dict[str, Any]:
+        return {
+            "channels": dataset.channels,
+            "image_size": dataset.image_size[0],
+            "channels_last": cfg.train.channels_last,
+            "vocab_size": dataset.vocab_size,
+            "max_length": dataset.max_length,
+            "tokenizer": dataset.tokenizer,
+        }
+
+    def encoder_inputs(self, info: DataInfo) -> dict[str, Any]:
+        return {
+            "in_channels": info.channels,
+            "image_size": info.image_size,
+            "vocab_size": info.vocab_size,
+            "max_length": info.max_length,
+            "pad_id": PAD_ID,
+        }
+
+    def export(self, info: DataInfo, folder: Path) -> dict[str, Any]:
+        from selfsup.data.tokenizer import save_tokenizer
+
+        fields = IMAGE.export(info, folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_tokenizer(info.tokenizer, folder / TOKENIZER_FILE)
+        text_input = f"int64 token ids: [CLS] caption [SEP] then [PAD] (id {PAD_ID})"
+        return {
+            **fields,
+            "max_length": info.max_length,
+            "input": {**fields["input"], "text": text_input, "tokenizer": TOKENIZER_FILE},
+        }
+
+    def to_input(self, encoder: nn.Module) -> Callable[[Tensor], Tensor]:
+        return IMAGE.to_input(encoder)
+
+    def check_encoder(self, encoder: nn.Module, dataset: Any, spec: str) -> None:
+        IMAGE.check_encoder(encoder, dataset, spec)
+
+    def collate(self, samples: Sequence[dict[str, Tensor]]) -> dict[str, Tensor]:
+        return collate_samples(samples)
+
+    def raw_baseline(
+        self,
+        train: Any,
+        test: Any,
+        ev: EvalConfig,
+        probes: list[str],
+        progress: Callable[[str], None],
+    ) -> list[dict[str, Any]]:
+        """The pixels, as for images: the probes read the image tower."""
+        return IMAGE.raw_baseline(train, test, ev, probes, progress)
+
+    def extra_evaluation(
+        self,
+        models: dict[str, nn.Module],
+        spec: str,
+        folder: Path | None,
+        options: dict[str, Any],
+        ev: EvalConfig,
+    ) -> dict[str, list[dict[str, Any]]]:
+        """Zero-shot accuracy and retrieval recall of each two-tower model on the held-out
+        pairs of ``spec``, plus the TF-IDF caption baseline of zero-shot."""
+        from selfsup.evaluate.retrieval import accuracy, tfidf_zero_shot
+
+        first = next(iter(models.values()))
+        if not callable(getattr(first, "encode_text", None)) or folder is None:
+            return {}
+        test = self.load(spec, "test", folder=folder, **options)
+        zero_shot, retrieval = [], []
+        for label, model in models.items():
+            zero, both = pair_scores(model, test, ev.batch_size)
+            if zero is not None:
+                zero_shot.append({"encoder": label, "data": spec, **zero})
+            retrieval.append({"encoder": label, "data": spec, **both})
+        if test.has_labels:
+            labels = test.labels()
+            train_captions = load_pairs(spec, "train", True, options.get("image_size")).captions
+            guessed = tfidf_zero_shot(train_captions, test.texts(), test.class_names)
+            zero_shot.append(
+                {
+                    "encoder": "tf-idf caption → class name",
+                    "data": spec,
+                    **_zero_row(accuracy(guessed, labels), labels, len(test.class_names)),
+                }
+            )
+        return {"zero_shot.json": zero_shot, "retrieval.json": retrieval}
+
+    def tiny_batch(self, batch_size: int, seed: int = 0) -> dict[str, Tensor]:
+        batch = IMAGE.tiny_batch(batch_size, seed)
+        from selfsup.modalities.text import TEXT
+
+        tokens = TEXT.tiny_batch(batch_size, seed)["tokens"]
+        return {
+            "image": batch["image"].expand(-1, 3, -1, -1).contiguous(),
+            "tokens": tokens,
+            "label": batch["label"],
+        }
+
+
+def _zero_row(acc: float, labels: Tensor, num_classes: int) -> dict[str, Any]:
+    majority = float(torch.bincount(labels, minlength=num_classes).max()) / len(labels) * 100
+    return {
+        "zero_shot_accuracy": acc,
+        "chance": 100 / num_classes,
+        "majority": majority,
+        "classes": num_classes,
+        "num_test": len(labels),
+    }
+
+
+@torch.no_grad()
+def pair_embeddings(
+    model: nn.Module, dataset: PairDataset, batch_size: int, texts: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """Projected image embeddings of ``dataset`` (N, P) and text embeddings (M, P) of its
+    captions' tokens (or of ``texts``, token ids (M, L)), in eval mode."""
+    from selfsup.evaluate.features import map_batches
+
+    model.eval()
+    prepare = IMAGE.to_input(model)
+    images, _ = map_batches(
+        lambda x: model.encode_image(prepare(x)), dataset, batch_size=batch_size, input_key="image"
+    )
+    tokens = dataset.tokens if texts is None else texts
+    text = torch.cat(
+        [
+            model.encode_text(tokens[i : i + batch_size]).float()
+            for i in range(0, len(tokens), batch_size)
+        ]
+    )
+    return images, text
+
+
+def pair_scores(
+    model: nn.Module, dataset: PairDataset, batch_size: int
+) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """Zero-shot accuracy (None without labels) and retrieval recall@1/5/10 both ways."""
+    from selfsup.data.tokenizer import encode_batch
+    from selfsup.evaluate.retrieval import (
+        accuracy,
+        ensemble_classifier,
+        prompts_for,
+        recall_at_k,
+        zero_shot_predict,
+    )
+
+    images, captions = pair_embeddings(model, dataset, batch_size)
+    both = {"num_test": len(dataset)}
+    for direction, (queries, gallery) in {
+        "image_to_text": (images, captions),
+        "text_to_image": (captions, images),
+    }.items():
+        both.update({f"{direction}_r{k}": v for k, v in recall_at_k(queries, gallery).items()})
+    if not dataset.has_labels:
+        return None, both
+    prompts = encode_batch(dataset.tokenizer, prompts_for(dataset.class_names), dataset.max_length)
+    with torch.no_grad():
+        prompt_z = torch.cat(
+            [
+                model.encode_text(prompts[i : i + batch_size])
+                for i in range(0, len(prompts), batch_size)
+            ]
+        )
+    classifier = ensemble_classifier(prompt_z, len(dataset.class_names))
+    labels = dataset.labels()
+    acc = accuracy(zero_shot_predict(images, classifier), labels)
+    return _zero_row(acc, labels, len(dataset.class_names)), both
+
+
+PAIRS = PairsModality()
