@@ -84,6 +84,33 @@ def image_encoder(name: str, info: DataInfo) -> nn.Module:
     return build_encoder("convnet", in_channels=channels, image_size=info.image_size, width=8)
 
 
+def series_info() -> DataInfo:
+    return DataInfo(modality="series", channels=2, max_length=24)
+
+
+def series_encoder() -> nn.Module:
+    return build_encoder(
+        "ts2vec-dilated", in_channels=2, width=16, embed_dim=32, depth=3, dropout=0.0
+    )
+
+
+def series_batch(size: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Sines of two frequencies with noise: (size, 24, 2)."""
+    g = torch.Generator().manual_seed(seed)
+    t = torch.linspace(0, 6.28, 24)
+    freq = 1 + torch.arange(size) % 2  # (B,)
+    waves = torch.sin(freq[:, None] * t[None])[..., None].expand(-1, -1, 2)  # (B, 24, 2)
+    return {"series": waves + 0.1 * torch.randn(size, 24, 2, generator=g)}
+
+
+def setup(name: str, modality: str, size: int) -> tuple[DataInfo, nn.Module, dict]:
+    """(data info, encoder, batch) for method ``name`` on ``modality`` (series and text; the
+    image cases choose their channels and sizes themselves)."""
+    if modality == "series":
+        return series_info(), series_encoder(), series_batch(size)
+    return text_info(), text_encoder(name), text_batch(size)
+
+
 def image_batch(size: int, channels: int, side: int, seed: int = 0) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     images = torch.randint(0, 256, (size, channels, side, side), generator=g, dtype=torch.uint8)

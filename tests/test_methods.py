@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from method_setups import cases, image_batch, image_encoder, text_batch, text_encoder, text_info
+from method_setups import cases, image_batch, image_encoder, setup
 
 from selfsup.contracts import missing_members
 from selfsup.encoders import build_encoder
@@ -13,7 +13,7 @@ from selfsup.errors import SelfsupError
 from selfsup.methods import METHODS, DataInfo, build_method
 
 IMAGE_CASES = [(n, m) for n, m in cases() if m == "image"]
-TEXT_CASES = [(n, m) for n, m in cases() if m == "text"]
+TEXT_CASES = [(n, m) for n, m in cases() if m != "image"]  # text and series
 
 
 @pytest.mark.parametrize("name, modality", IMAGE_CASES)
@@ -34,9 +34,9 @@ def test_method_step(name, modality, channels, size):
 @pytest.mark.parametrize("name, modality", TEXT_CASES)
 def test_text_method_step(name, modality):
     torch.manual_seed(0)
-    encoder = text_encoder(name)
-    method = build_method(name, {}, encoder, text_info())
-    _check_step(method, encoder, text_batch(16))
+    info, encoder, batch = setup(name, modality, 16)
+    method = build_method(name, {}, encoder, info)
+    _check_step(method, encoder, batch)
 
 
 @pytest.mark.parametrize("name, modality", cases())
@@ -44,9 +44,8 @@ def test_method_step_under_bf16_autocast(name, modality):
     """What ``precision="bf16-mixed"`` runs (on a GPU, or a CPU with native bf16): the step
     under autocast gives a finite float32 loss close to the float32 step's, and gradients."""
     torch.manual_seed(0)
-    if modality == "text":
-        info, batch = text_info(), text_batch(16)
-        encoder = text_encoder(name)
+    if modality != "image":
+        info, encoder, batch = setup(name, modality, 16)
     else:
         channels = 3 if METHODS[name].needs_color else 1
         info, batch = DataInfo(channels, 8), image_batch(16, channels, 8)
@@ -98,10 +97,8 @@ NOT_ON_A_FIXED_BATCH = {"mocov2"}
 
 def _losses_on_a_fixed_batch(name: str, modality: str, lr: float, steps: int = 30) -> list[float]:
     torch.manual_seed(0)
-    if modality == "text":
-        info = text_info()
-        encoder = text_encoder(name)
-        batch = text_batch(32)
+    if modality != "image":
+        info, encoder, batch = setup(name, modality, 32)
     else:
         channels = 3 if METHODS[name].needs_color else 1
         info = DataInfo(channels, 8)

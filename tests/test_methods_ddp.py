@@ -17,6 +17,9 @@ from method_setups import (
     WORDS,
     cases,
     image_encoder,
+    series_batch,
+    series_encoder,
+    series_info,
     text_encoder,
     text_info,
     tokenizer,
@@ -26,6 +29,7 @@ from test_methods import ENCODER_PHASE
 
 from selfsup.api import make_config
 from selfsup.data.images import TensorImageDataset
+from selfsup.data.series import SeriesDataset
 from selfsup.data.text import TextCorpus, TextDataset
 from selfsup.engine import train
 from selfsup.methods import DataInfo, build_method
@@ -50,13 +54,16 @@ def _text_dataset() -> TextDataset:
     return TextDataset(corpus, tokenizer(), SEQ_LEN)
 
 
+DATA = {"image": "npz:random", "text": "text:random", "series": "series:random"}
+
+
 def run_config(name: str, modality: str, **train_args):
     """The config of a 2-step run of ``name`` on random data of ``modality``."""
     return make_config(
         method=name,
         encoder="convnet",
         encoder_args={"width": 8},
-        data="text:random" if modality == "text" else "npz:random",  # never read: data is passed in
+        data=DATA[modality],  # never read: data is passed in
         train={
             "batch_size": BATCH,
             "max_steps": STEPS,
@@ -73,6 +80,10 @@ def seeded_method(name: str, modality: str):
     torch.manual_seed(0)
     if modality == "text":
         info, encoder, dataset = text_info(), text_encoder(name), _text_dataset()
+    elif modality == "series":
+        series = series_batch(4 * BATCH)["series"]
+        dataset = SeriesDataset(series, None, name="series:random", split="train")
+        info, encoder = series_info(), series_encoder()
     else:
         info = DataInfo(3, SIZE, channels_last=False)
         encoder, dataset = image_encoder(name, info), _dataset()

@@ -52,8 +52,8 @@ def test_tiny_batch_feeds_the_default_encoder(name):
     x = batch[modality.input_key]
     if name == "image":
         info = DataInfo(channels=x.shape[1], image_size=x.shape[-1])
-    else:
-        info = DataInfo(modality=name, vocab_size=64, max_length=x.shape[1])
+    else:  # text reads the vocabulary and length; series the channels (the last axis)
+        info = DataInfo(modality=name, channels=x.shape[-1], vocab_size=64, max_length=x.shape[1])
     encoder = build_encoder(
         modality.default_encoder, **modality.encoder_inputs(info), **_small(modality)
     )
@@ -85,7 +85,11 @@ def test_every_source_belongs_to_one_modality():
             assert prefix not in seen, f"{prefix} is claimed by {seen.get(prefix)} and {name}"
             seen[prefix] = name
             assert (
-                modality_of_data(f"{prefix}:x" if prefix in ("folder", "npz", "text") else prefix)
+                modality_of_data(
+                    f"{prefix}:x"
+                    if prefix in ("folder", "npz", "text", "series", "ucr")
+                    else prefix
+                )
                 is modality
             )
     assert set(all_sources()) == set(seen)

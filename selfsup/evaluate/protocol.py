@@ -70,6 +70,22 @@ def class_balanced_subset(labels: np.ndarray, fraction: float, seed: int) -> np.
     return np.sort(np.concatenate(parts)).astype(np.int64)
 
 
+def probe_raw(
+    raw: FeatureSet, ev: Any, probes: Sequence[str], progress: Callable[[str], None]
+) -> list[dict[str, Any]]:
+    """The rows of a modality's raw-input baseline (encoder ``raw``): the probes of the eval
+    config ``ev`` (an ``EvalConfig``) on features that are the inputs themselves."""
+    return evaluate_features(
+        {"raw": raw},
+        fractions=ev.label_fractions,
+        seeds=ev.seeds,
+        protocols=probes,  # type: ignore[arg-type]
+        k=ev.knn_k,
+        temperature=ev.knn_temperature,
+        progress=progress,
+    )
+
+
 def evaluate_features(
     sets: dict[str, FeatureSet],
     *,

@@ -34,6 +34,7 @@ from selfsup.methods.rotation import RotationConfig, RotationPrediction
 from selfsup.methods.simclr import SimCLR, SimCLRConfig
 from selfsup.methods.simmim import SimMIM, SimMIMConfig
 from selfsup.methods.simsiam import SimSiam, SimSiamConfig
+from selfsup.methods.ts2vec import TS2Vec, TS2VecConfig
 from selfsup.methods.vicreg import VICReg, VICRegConfig
 
 
@@ -166,6 +167,14 @@ METHODS: dict[str, MethodSpec] = {
         "masks) and text (BERT masks) alike",
         "Baevski et al. 2022, arXiv:2202.03555",
         modalities=("image", "text"),
+    ),
+    "ts2vec": MethodSpec(
+        TS2VecConfig,
+        TS2Vec,
+        "series: two overlapping random crops with timestamp masking, hierarchical "
+        "contrastive loss (instance-wise + temporal at every max-pool scale)",
+        "Yue et al. 2022, arXiv:2106.10466",
+        modalities=("series",),
     ),
 }
 

@@ -140,9 +140,10 @@ class Modality(Protocol):
 
 def _registry() -> dict[str, Modality]:
     from selfsup.modalities.image import IMAGE
+    from selfsup.modalities.series import SERIES
     from selfsup.modalities.text import TEXT
 
-    return {m.name: m for m in (IMAGE, TEXT)}
+    return {m.name: m for m in (IMAGE, TEXT, SERIES)}
 
 
 MODALITIES: dict[str, Modality] = _registry()

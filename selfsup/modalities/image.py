@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from selfsup.data.loader import collate_samples
 from selfsup.data.sources import DATASETS, guess_image_spec, load_images
 from selfsup.errors import SelfsupError
+from selfsup.modalities.channels import check_channels
 
 if TYPE_CHECKING:
     from selfsup.config import DataConfig, EvalConfig, RunConfig
@@ -97,12 +98,7 @@ class ImageModality:
         return to_input
 
     def check_encoder(self, encoder: nn.Module, dataset: Any, spec: str) -> None:
-        expected = (getattr(encoder, "build_args", None) or {}).get("in_channels")
-        if expected is not None and dataset.channels != expected:
-            raise SelfsupError(
-                f"{spec!r} has {dataset.channels}-channel images but the encoder expects "
-                f"{expected}: pass --data with images like the run's"
-            )
+        check_channels(encoder, dataset.channels, spec, "images")
 
     def collate(self, samples: Sequence[dict[str, Tensor]]) -> dict[str, Tensor]:
         return collate_samples(samples)
@@ -117,7 +113,7 @@ class ImageModality:
     ) -> list[dict[str, Any]]:
         """Linear probe and kNN on the pixels scaled to [0, 1], flattened."""
         from selfsup.evaluate.features import stream_inputs
-        from selfsup.evaluate.protocol import FeatureSet, evaluate_features
+        from selfsup.evaluate.protocol import FeatureSet, probe_raw
 
         def pixels(dataset: Any) -> tuple[Tensor, Tensor]:
             x, y = stream_inputs(dataset, self.input_key, ev.batch_size)
@@ -125,15 +121,7 @@ class ImageModality:
 
         train_x, train_y = pixels(train)
         test_x, test_y = pixels(test)
-        return evaluate_features(
-            {"raw": FeatureSet(train_x, train_y, test_x, test_y)},
-            fractions=ev.label_fractions,
-            seeds=ev.seeds,
-            protocols=probes,  # type: ignore[arg-type]
-            k=ev.knn_k,
-            temperature=ev.knn_temperature,
-            progress=progress,
-        )
+        return probe_raw(FeatureSet(train_x, train_y, test_x, test_y), ev, probes, progress)
 
     def extra_evaluation(
         self,
