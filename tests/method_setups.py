@@ -103,11 +103,39 @@ def series_batch(size: int, seed: int = 0) -> dict[str, torch.Tensor]:
     return {"series": waves + 0.1 * torch.randn(size, 24, 2, generator=g)}
 
 
+def video_info() -> DataInfo:
+    return DataInfo(modality="video", channels=1, image_size=8, max_length=4)
+
+
+def video_encoder() -> nn.Module:
+    return build_encoder(
+        "video-vit-tiny",
+        in_channels=1,
+        image_size=8,
+        frames=4,
+        patch_size=2,
+        embed_dim=32,
+        depth=2,
+        num_heads=2,
+    )
+
+
+def video_batch(size: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A bright 4-px square moving right by 1 px per frame over noise: (size, 4, 1, 8, 8)."""
+    g = torch.Generator().manual_seed(seed)
+    clips = torch.randint(0, 60, (size, 4, 1, 8, 8), generator=g, dtype=torch.uint8)
+    for t in range(4):
+        clips[:, t, :, 2:6, t : t + 4] = 255
+    return {"video": clips}
+
+
 def setup(name: str, modality: str, size: int) -> tuple[DataInfo, nn.Module, dict]:
-    """(data info, encoder, batch) for method ``name`` on ``modality`` (series and text; the
-    image cases choose their channels and sizes themselves)."""
+    """(data info, encoder, batch) for method ``name`` on ``modality`` (series, video and
+    text; the image cases choose their channels and sizes themselves)."""
     if modality == "series":
         return series_info(), series_encoder(), series_batch(size)
+    if modality == "video":
+        return video_info(), video_encoder(), video_batch(size)
     return text_info(), text_encoder(name), text_batch(size)
 
 

@@ -23,6 +23,9 @@ from method_setups import (
     text_encoder,
     text_info,
     tokenizer,
+    video_batch,
+    video_encoder,
+    video_info,
 )
 from spawn import launch_two
 from test_methods import ENCODER_PHASE
@@ -31,6 +34,7 @@ from selfsup.api import make_config
 from selfsup.data.images import TensorImageDataset
 from selfsup.data.series import SeriesDataset
 from selfsup.data.text import TextCorpus, TextDataset
+from selfsup.data.video import VideoDataset
 from selfsup.engine import train
 from selfsup.methods import DataInfo, build_method
 
@@ -54,7 +58,12 @@ def _text_dataset() -> TextDataset:
     return TextDataset(corpus, tokenizer(), SEQ_LEN)
 
 
-DATA = {"image": "npz:random", "text": "text:random", "series": "series:random"}
+DATA = {
+    "image": "npz:random",
+    "text": "text:random",
+    "series": "series:random",
+    "video": "video:random",
+}
 
 
 def run_config(name: str, modality: str, **train_args):
@@ -84,6 +93,10 @@ def seeded_method(name: str, modality: str):
         series = series_batch(4 * BATCH)["series"]
         dataset = SeriesDataset(series, None, name="series:random", split="train")
         info, encoder = series_info(), series_encoder()
+    elif modality == "video":
+        clips = video_batch(4 * BATCH)["video"]
+        dataset = VideoDataset(clips, None, name="video:random", split="train")
+        info, encoder = video_info(), video_encoder()
     else:
         info = DataInfo(3, SIZE, channels_last=False)
         encoder, dataset = image_encoder(name, info), _dataset()

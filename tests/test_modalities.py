@@ -52,6 +52,10 @@ def test_tiny_batch_feeds_the_default_encoder(name):
     x = batch[modality.input_key]
     if name == "image":
         info = DataInfo(channels=x.shape[1], image_size=x.shape[-1])
+    elif name == "video":  # (B, T, C, H, W) clips
+        info = DataInfo(
+            modality=name, channels=x.shape[2], image_size=x.shape[-1], max_length=x.shape[1]
+        )
     else:  # text reads the vocabulary and length; series the channels (the last axis)
         info = DataInfo(modality=name, channels=x.shape[-1], vocab_size=64, max_length=x.shape[1])
     encoder = build_encoder(

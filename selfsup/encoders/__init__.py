@@ -25,6 +25,7 @@ from selfsup.encoders.convnet import ConvNet
 from selfsup.encoders.dilated import DilatedConvEncoder
 from selfsup.encoders.resnet import NormKind, ResNet
 from selfsup.encoders.transformer import PositionKind, TextPoolKind, TextTransformer
+from selfsup.encoders.video_vit import VideoTransformer
 from selfsup.encoders.vit import PoolKind, VisionTransformer
 from selfsup.errors import SelfsupError
 
@@ -35,6 +36,7 @@ __all__ = [
     "EncoderSpec",
     "ResNet",
     "TextTransformer",
+    "VideoTransformer",
     "VisionTransformer",
     "build_encoder",
     "encoder_config",
@@ -47,6 +49,7 @@ INPUTS: dict[str, tuple[str, ...]] = {
     "image": ("in_channels", "image_size"),
     "text": ("vocab_size", "max_length", "pad_id"),
     "series": ("in_channels",),
+    "video": ("in_channels", "image_size", "frames"),
 }
 
 
@@ -136,6 +139,31 @@ def _dilated(
 ) -> DilatedConvEncoder:
     return DilatedConvEncoder(
         in_channels=in_channels, width=width, embed_dim=embed_dim, depth=depth, dropout=dropout
+    )
+
+
+def _video_vit(
+    *,
+    in_channels: int,
+    image_size: int,
+    frames: int,
+    patch_size: int,
+    tubelet: int,
+    embed_dim: int,
+    depth: int,
+    num_heads: int,
+    mlp_ratio: float,
+) -> VideoTransformer:
+    return VideoTransformer(
+        in_channels=in_channels,
+        image_size=image_size,
+        frames=frames,
+        patch_size=patch_size,
+        tubelet=tubelet,
+        embed_dim=embed_dim,
+        depth=depth,
+        num_heads=num_heads,
+        mlp_ratio=mlp_ratio,
     )
 
 
@@ -237,6 +265,22 @@ ENCODERS: dict[str, EncoderSpec] = {
         defaults={"width": 64, "embed_dim": 320, "depth": 10, "dropout": 0.1},
         modality="series",
     ),
+    "video-vit-tiny": EncoderSpec(
+        builder=_video_vit,
+        description=(
+            "space-time ViT for clips (B, T, C, H, W): cubes of 2 frames × 4² pixels, D 192, "
+            "4 blocks, 3 heads (1.8M params), mean-pooled; VideoMAE's encoder at CPU size"
+        ),
+        defaults={
+            "patch_size": 4,
+            "tubelet": 2,
+            "embed_dim": 192,
+            "depth": 4,
+            "num_heads": 3,
+            "mlp_ratio": 4.0,
+        },
+        modality="video",
+    ),
 }
 
 
@@ -316,6 +360,7 @@ def build_encoder(
     vocab_size: int | None = None,
     max_length: int | None = None,
     pad_id: int | None = None,
+    frames: int | None = None,
     **overrides: Any,
 ) -> nn.Module:
     """Build the registered encoder ``name``.
@@ -338,6 +383,7 @@ def build_encoder(
             "vocab_size": vocab_size,
             "max_length": max_length,
             "pad_id": pad_id,
+            "frames": frames,
         },
     )
     for key, value in overrides.items():

@@ -36,6 +36,7 @@ from selfsup.methods.simmim import SimMIM, SimMIMConfig
 from selfsup.methods.simsiam import SimSiam, SimSiamConfig
 from selfsup.methods.ts2vec import TS2Vec, TS2VecConfig
 from selfsup.methods.vicreg import VICReg, VICRegConfig
+from selfsup.methods.videomae import VideoMAE, VideoMAEConfig
 
 
 @dataclass(frozen=True)
@@ -175,6 +176,14 @@ METHODS: dict[str, MethodSpec] = {
         "contrastive loss (instance-wise + temporal at every max-pool scale)",
         "Yue et al. 2022, arXiv:2106.10466",
         modalities=("series",),
+    ),
+    "videomae": MethodSpec(
+        VideoMAEConfig,
+        VideoMAE,
+        "video: tube masking hides 90% of the space-time cubes (the same spatial positions in "
+        "every slice); the encoder sees the rest, a light decoder regresses normalised pixels",
+        "Tong et al. 2022, arXiv:2203.12602",
+        modalities=("video",),
     ),
 }
 

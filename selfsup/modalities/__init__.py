@@ -142,8 +142,9 @@ def _registry() -> dict[str, Modality]:
     from selfsup.modalities.image import IMAGE
     from selfsup.modalities.series import SERIES
     from selfsup.modalities.text import TEXT
+    from selfsup.modalities.video import VIDEO
 
-    return {m.name: m for m in (IMAGE, TEXT, SERIES)}
+    return {m.name: m for m in (IMAGE, TEXT, SERIES, VIDEO)}
 
 
 MODALITIES: dict[str, Modality] = _registry()
