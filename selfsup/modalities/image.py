@@ -112,16 +112,9 @@ class ImageModality:
         progress: Callable[[str], None],
     ) -> list[dict[str, Any]]:
         """Linear probe and kNN on the pixels scaled to [0, 1], flattened."""
-        from selfsup.evaluate.features import stream_inputs
-        from selfsup.evaluate.protocol import FeatureSet, probe_raw
+        from selfsup.evaluate.protocol import probe_pixels
 
-        def pixels(dataset: Any) -> tuple[Tensor, Tensor]:
-            x, y = stream_inputs(dataset, self.input_key, ev.batch_size)
-            return x.flatten(1).float() / 255, y
-
-        train_x, train_y = pixels(train)
-        test_x, test_y = pixels(test)
-        return probe_raw(FeatureSet(train_x, train_y, test_x, test_y), ev, probes, progress)
+        return probe_pixels(train, test, self.input_key, ev, probes, progress)
 
     def extra_evaluation(
         self,
