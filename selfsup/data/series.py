@@ -88,8 +88,8 @@ class SeriesDataset(Dataset[dict[str, Tensor]]):
         if values.ndim != 3 or len(values) == 0:
             raise SelfsupError(f"{name} ({split}) holds no series of shape (N, T, C)")
         self._values = values.float()
-        self._labels = labels.long() if labels is not None else None
         self.has_labels = labels is not None
+        self._labels = labels.long() if labels is not None else torch.full((len(values),), -1)
         self.class_names = list(class_names or [])
         self.num_classes = len(self.class_names)
         self.name = name
@@ -102,14 +102,10 @@ class SeriesDataset(Dataset[dict[str, Tensor]]):
         return len(self._values)
 
     def __getitem__(self, index: int) -> dict[str, Tensor]:
-        sample = {"series": self._values[index]}
-        if self._labels is not None:
-            sample["label"] = self._labels[index]
-        return sample
+        return {"series": self._values[index], "label": self._labels[index]}
 
     def labels(self) -> Tensor:
-        if self._labels is None:
-            raise SelfsupError(f"{self.name} has no labels")
+        """Every label, int64 (N,); -1 everywhere when unlabelled (as images)."""
         return self._labels
 
     def as_tensor(self) -> Tensor:

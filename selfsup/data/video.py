@@ -74,8 +74,8 @@ class VideoDataset(Dataset[dict[str, Tensor]]):
         if clips.ndim != 5 or clips.dtype != torch.uint8 or len(clips) == 0:
             raise SelfsupError(f"{name} ({split}) holds no uint8 clips (N, T, C, H, W)")
         self._clips = clips
-        self._labels = labels
         self.has_labels = labels is not None
+        self._labels = labels if labels is not None else torch.full((len(clips),), -1)
         self.class_names = list(class_names or [])
         self.name, self.split = name, split
         self.frames, self.channels = int(clips.shape[1]), int(clips.shape[2])
@@ -86,14 +86,10 @@ class VideoDataset(Dataset[dict[str, Tensor]]):
         return len(self._clips)
 
     def __getitem__(self, index: int) -> dict[str, Tensor]:
-        sample = {"video": self._clips[index]}
-        if self._labels is not None:
-            sample["label"] = self._labels[index]
-        return sample
+        return {"video": self._clips[index], "label": self._labels[index]}
 
     def labels(self) -> Tensor:
-        if self._labels is None:
-            raise SelfsupError(f"{self.name} has no labels")
+        """Every label, int64 (N,); -1 everywhere when unlabelled (as images)."""
         return self._labels
 
     def as_tensor(self) -> Tensor:
