@@ -99,6 +99,65 @@ def image_encoder(name: str, info: DataInfo) -> nn.Module:
     return build_encoder("convnet", in_channels=channels, image_size=info.image_size, width=8)
 
 
+def series_info() -> DataInfo:
+    return DataInfo(modality="series", channels=2, max_length=24)
+
+
+def series_encoder() -> nn.Module:
+    return build_encoder(
+        "ts2vec-dilated", in_channels=2, width=16, embed_dim=32, depth=3, dropout=0.0
+    )
+
+
+def series_batch(size: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Sines of two frequencies with noise: (size, 24, 2)."""
+    g = torch.Generator().manual_seed(seed)
+    t = torch.linspace(0, 6.28, 24)
+    freq = 1 + torch.arange(size) % 2  # (B,)
+    waves = torch.sin(freq[:, None] * t[None])[..., None].expand(-1, -1, 2)  # (B, 24, 2)
+    return {"series": waves + 0.1 * torch.randn(size, 24, 2, generator=g)}
+
+
+def video_info() -> DataInfo:
+    return DataInfo(modality="video", channels=1, image_size=8, max_length=4)
+
+
+def video_encoder() -> nn.Module:
+    return build_encoder(
+        "video-vit-tiny",
+        in_channels=1,
+        image_size=8,
+        frames=4,
+        patch_size=2,
+        embed_dim=32,
+        depth=2,
+        num_heads=2,
+    )
+
+
+def video_batch(size: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A bright 4-px square moving right by 1 px per frame over noise: (size, 4, 1, 8, 8)."""
+    g = torch.Generator().manual_seed(seed)
+    clips = torch.randint(0, 60, (size, 4, 1, 8, 8), generator=g, dtype=torch.uint8)
+    for t in range(4):
+        clips[:, t, :, 2:6, t : t + 4] = 255
+    return {"video": clips}
+
+
+def setup(name: str, modality: str, size: int) -> tuple[DataInfo, nn.Module, dict]:
+    """(data info, encoder, batch) for method ``name`` on ``modality`` (series, video, audio,
+    pairs and text; the image cases choose their channels and sizes themselves)."""
+    if modality == "series":
+        return series_info(), series_encoder(), series_batch(size)
+    if modality == "video":
+        return video_info(), video_encoder(), video_batch(size)
+    if modality == "audio":
+        return audio_setup(name, size)
+    if modality == "pairs":
+        return pair_info(), pair_encoder(), pair_batch(size)
+    return text_info(), text_encoder(name), text_batch(size)
+
+
 def image_batch(size: int, channels: int, side: int, seed: int = 0) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     images = torch.randint(0, 256, (size, channels, side, side), generator=g, dtype=torch.uint8)

@@ -6,16 +6,13 @@ from __future__ import annotations
 import pytest
 import torch
 from method_setups import (
-    audio_setup,
     cases,
     image_batch,
     image_encoder,
     pair_batch,
     pair_encoder,
     pair_info,
-    text_batch,
-    text_encoder,
-    text_info,
+    setup,
 )
 
 from selfsup.contracts import missing_members
@@ -24,7 +21,7 @@ from selfsup.errors import SelfsupError
 from selfsup.methods import METHODS, DataInfo, build_method
 
 IMAGE_CASES = [(n, m) for n, m in cases() if m == "image"]
-TEXT_CASES = [(n, m) for n, m in cases() if m == "text"]
+TEXT_CASES = [(n, m) for n, m in cases() if m not in ("image", "pairs", "audio")]
 PAIR_CASES = [(n, m) for n, m in cases() if m == "pairs"]
 
 
@@ -46,9 +43,9 @@ def test_method_step(name, modality, channels, size):
 @pytest.mark.parametrize("name, modality", TEXT_CASES)
 def test_text_method_step(name, modality):
     torch.manual_seed(0)
-    encoder = text_encoder(name)
-    method = build_method(name, {}, encoder, text_info())
-    _check_step(method, encoder, text_batch(16))
+    info, encoder, batch = setup(name, modality, 16)
+    method = build_method(name, {}, encoder, info)
+    _check_step(method, encoder, batch)
 
 
 @pytest.mark.parametrize("name, modality", PAIR_CASES)
@@ -64,13 +61,8 @@ def test_method_step_under_bf16_autocast(name, modality):
     """What ``precision="bf16-mixed"`` runs (on a GPU, or a CPU with native bf16): the step
     under autocast gives a finite float32 loss close to the float32 step's, and gradients."""
     torch.manual_seed(0)
-    if modality == "text":
-        info, batch = text_info(), text_batch(16)
-        encoder = text_encoder(name)
-    elif modality == "audio":
-        info, encoder, batch = audio_setup(name, 8)
-    elif modality == "pairs":
-        info, batch, encoder = pair_info(), pair_batch(16), pair_encoder()
+    if modality != "image":
+        info, encoder, batch = setup(name, modality, 8 if modality == "audio" else 16)
     else:
         channels = 3 if METHODS[name].needs_color else 1
         info, batch = DataInfo(channels, 8), image_batch(16, channels, 8)
@@ -122,14 +114,8 @@ NOT_ON_A_FIXED_BATCH = {"mocov2"}
 
 def _losses_on_a_fixed_batch(name: str, modality: str, lr: float, steps: int = 30) -> list[float]:
     torch.manual_seed(0)
-    if modality == "text":
-        info = text_info()
-        encoder = text_encoder(name)
-        batch = text_batch(32)
-    elif modality == "audio":
-        info, encoder, batch = audio_setup(name, 4)
-    elif modality == "pairs":
-        info, encoder, batch = pair_info(), pair_encoder(), pair_batch(32)
+    if modality != "image":
+        info, encoder, batch = setup(name, modality, 4 if modality == "audio" else 32)
     else:
         channels = 3 if METHODS[name].needs_color else 1
         info = DataInfo(channels, 8)

@@ -20,16 +20,24 @@ from method_setups import (
     image_encoder,
     pair_encoder,
     pair_info,
+    series_batch,
+    series_encoder,
+    series_info,
     text_encoder,
     text_info,
     tokenizer,
+    video_batch,
+    video_encoder,
+    video_info,
 )
 from spawn import launch_two
 from test_methods import ENCODER_PHASE
 
 from selfsup.api import make_config
 from selfsup.data.images import TensorImageDataset
+from selfsup.data.series import SeriesDataset
 from selfsup.data.text import TextCorpus, TextDataset
+from selfsup.data.video import VideoDataset
 from selfsup.engine import train
 from selfsup.methods import DataInfo, build_method
 
@@ -56,13 +64,21 @@ def _text_dataset() -> TextDataset:
     return TextDataset(corpus, tokenizer(), SEQ_LEN)
 
 
+DATA = {
+    "image": "npz:random",
+    "text": "text:random",
+    "series": "series:random",
+    "video": "video:random",
+}
+
+
 def run_config(name: str, modality: str, **train_args):
     """The config of a 2-step run of ``name`` on random data of ``modality``."""
     return make_config(
         method=name,
         encoder="convnet",
         encoder_args={"width": 8},
-        data="text:random" if modality == "text" else "npz:random",  # never read: data is passed in
+        data=DATA[modality],  # never read: data is passed in
         train={
             "batch_size": BATCH,
             "max_steps": STEPS,
@@ -81,6 +97,14 @@ def seeded_method(name: str, modality: str):
         info, encoder, dataset = text_info(), text_encoder(name), _text_dataset()
     elif modality == "pairs":
         info, encoder, dataset = pair_info(), pair_encoder(), PairSamples(4 * BATCH)
+    elif modality == "series":
+        series = series_batch(4 * BATCH)["series"]
+        dataset = SeriesDataset(series, None, name="series:random", split="train")
+        info, encoder = series_info(), series_encoder()
+    elif modality == "video":
+        clips = video_batch(4 * BATCH)["video"]
+        dataset = VideoDataset(clips, None, name="video:random", split="train")
+        info, encoder = video_info(), video_encoder()
     else:
         info = DataInfo(3, SIZE, channels_last=False)
         encoder, dataset = image_encoder(name, info), _dataset()

@@ -57,8 +57,14 @@ def test_tiny_batch_feeds_the_default_encoder(name):
     elif name == "pairs":
         tokens = batch["tokens"]
         info = DataInfo(3, x.shape[-1], modality=name, vocab_size=64, max_length=tokens.shape[1])
-    else:
-        info = DataInfo(modality=name, vocab_size=64, max_length=x.shape[1], sample_rate=8000)
+    elif name == "video":  # (B, T, C, H, W) clips
+        info = DataInfo(
+            modality=name, channels=x.shape[2], image_size=x.shape[-1], max_length=x.shape[1]
+        )
+    elif name == "audio":  # (B, samples) waveforms
+        info = DataInfo(modality=name, max_length=x.shape[1], sample_rate=8000)
+    else:  # text reads the vocabulary and length; series the channels (the last axis)
+        info = DataInfo(modality=name, channels=x.shape[-1], vocab_size=64, max_length=x.shape[1])
     encoder = build_encoder(
         modality.default_encoder, **modality.encoder_inputs(info), **_small(modality)
     )
@@ -95,7 +101,11 @@ def test_every_source_belongs_to_one_modality():
             assert prefix not in seen, f"{prefix} is claimed by {seen.get(prefix)} and {name}"
             seen[prefix] = name
             assert (
-                modality_of_data(f"{prefix}:x" if prefix in ("folder", "npz", "text") else prefix)
+                modality_of_data(
+                    f"{prefix}:x"
+                    if prefix in ("folder", "npz", "text", "series", "ucr")
+                    else prefix
+                )
                 is modality
             )
     assert set(all_sources()) == set(seen)

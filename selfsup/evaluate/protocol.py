@@ -70,6 +70,41 @@ def class_balanced_subset(labels: np.ndarray, fraction: float, seed: int) -> np.
     return np.sort(np.concatenate(parts)).astype(np.int64)
 
 
+def probe_raw(
+    raw: FeatureSet, ev: Any, probes: Sequence[str], progress: Callable[[str], None]
+) -> list[dict[str, Any]]:
+    """The rows of a modality's raw-input baseline (encoder ``raw``): the probes of the eval
+    config ``ev`` (an ``EvalConfig``) on features that are the inputs themselves."""
+    return evaluate_features(
+        {"raw": raw},
+        fractions=ev.label_fractions,
+        seeds=ev.seeds,
+        protocols=probes,  # type: ignore[arg-type]
+        k=ev.knn_k,
+        temperature=ev.knn_temperature,
+        progress=progress,
+    )
+
+
+def probe_pixels(
+    train: Any,
+    test: Any,
+    key: str,
+    ev: Any,
+    probes: Sequence[str],
+    progress: Callable[[str], None],
+) -> list[dict[str, Any]]:
+    """The raw-input baseline of uint8 pixel data (images, clips): the probes on every
+    sample's values under ``key`` scaled to [0, 1] and flattened."""
+    from selfsup.evaluate.features import stream_inputs
+
+    def pixels(dataset: Any) -> tuple[Tensor, Tensor]:
+        x, y = stream_inputs(dataset, key, ev.batch_size)
+        return x.flatten(1).float() / 255, y
+
+    return probe_raw(FeatureSet(*pixels(train), *pixels(test)), ev, probes, progress)
+
+
 def evaluate_features(
     sets: dict[str, FeatureSet],
     *,

@@ -33,6 +33,29 @@ def patchify(images: Tensor, patch: int) -> Tensor:
     return x.reshape(B, gh * gw, patch * patch * C)
 
 
+def cubify(clips: Tensor, tubelet: int, patch: int) -> Tensor:
+    """(B, T, C, H, W) clips -> (B, N, tubelet·patch·patch·C) cubes, N = (T/tubelet)·(H/patch)·(W/patch).
+
+    Cubes run time-major, then row-major over the grid (the video ViT's token order: it
+    embeds these cubes); inside a cube the values run over (frame, row, column, channel),
+    channel fastest.
+    """
+    if (
+        clips.ndim != 5
+        or clips.shape[1] % tubelet
+        or clips.shape[3] % patch
+        or clips.shape[4] % patch
+    ):
+        raise SelfsupError(
+            f"cannot cut clips of shape {tuple(clips.shape)} into {tubelet}×{patch}×{patch} "
+            "cubes: give (B, T, C, H, W) with T a multiple of the tubelet, H, W of the patch"
+        )
+    B, T, C, H, W = clips.shape
+    x = clips.reshape(B, T // tubelet, tubelet, C, H // patch, patch, W // patch, patch)
+    x = x.permute(0, 1, 4, 6, 2, 5, 7, 3)  # (B, T', gh, gw, tubelet, p, p, C)
+    return x.reshape(B, (T // tubelet) * (H // patch) * (W // patch), -1)
+
+
 def unpatchify(
     patches: Tensor,
     patch: int,

@@ -37,8 +37,10 @@ from selfsup.methods.siglip import SigLIP, SigLIPConfig
 from selfsup.methods.simclr import SimCLR, SimCLRConfig
 from selfsup.methods.simmim import SimMIM, SimMIMConfig
 from selfsup.methods.simsiam import SimSiam, SimSiamConfig
+from selfsup.methods.ts2vec import TS2Vec, TS2VecConfig
 from selfsup.methods.vicreg import VICReg, VICRegConfig
 from selfsup.methods.wav2vec2 import Wav2Vec2, Wav2Vec2Config
+from selfsup.methods.videomae import VideoMAE, VideoMAEConfig
 
 
 @dataclass(frozen=True)
@@ -202,6 +204,22 @@ METHODS: dict[str, MethodSpec] = {
         "smoothing 0.1, for noisy captions",
         "Jia et al. 2021, arXiv:2102.05918",
         modalities=("pairs",),
+    ),
+    "ts2vec": MethodSpec(
+        TS2VecConfig,
+        TS2Vec,
+        "series: two overlapping random crops with timestamp masking, hierarchical "
+        "contrastive loss (instance-wise + temporal at every max-pool scale)",
+        "Yue et al. 2022, arXiv:2106.10466",
+        modalities=("series",),
+    ),
+    "videomae": MethodSpec(
+        VideoMAEConfig,
+        VideoMAE,
+        "video: tube masking hides 90% of the space-time cubes (the same spatial positions in "
+        "every slice); the encoder sees the rest, a light decoder regresses normalised pixels",
+        "Tong et al. 2022, arXiv:2203.12602",
+        modalities=("video",),
     ),
 }
 

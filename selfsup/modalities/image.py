@@ -17,6 +17,7 @@ from selfsup.data.loader import collate_samples
 from selfsup.data.sources import DATASETS, guess_image_spec, load_images
 from selfsup.errors import SelfsupError
 from selfsup.views.corruptions import IMAGE_CORRUPTIONS
+from selfsup.modalities.channels import check_channels
 
 if TYPE_CHECKING:
     from selfsup.config import DataConfig, EvalConfig, RunConfig
@@ -99,12 +100,7 @@ class ImageModality:
         return to_input
 
     def check_encoder(self, encoder: nn.Module, dataset: Any, spec: str) -> None:
-        expected = (getattr(encoder, "build_args", None) or {}).get("in_channels")
-        if expected is not None and dataset.channels != expected:
-            raise SelfsupError(
-                f"{spec!r} has {dataset.channels}-channel images but the encoder expects "
-                f"{expected}: pass --data with images like the run's"
-            )
+        check_channels(encoder, dataset.channels, spec, "images")
 
     def collate(self, samples: Sequence[dict[str, Tensor]]) -> dict[str, Tensor]:
         return collate_samples(samples)
@@ -119,19 +115,11 @@ class ImageModality:
     ) -> list[dict[str, Any]]:
         """Linear probe and kNN on the pixels scaled to [0, 1], flattened."""
         from selfsup.evaluate.features import dataset_labels
-        from selfsup.evaluate.protocol import FeatureSet, evaluate_features
+        from selfsup.evaluate.protocol import FeatureSet, probe_raw
 
         train_x, test_x = self.raw_features(train, test, ev)
-        train_y, test_y = dataset_labels(train), dataset_labels(test)
-        return evaluate_features(
-            {"raw": FeatureSet(train_x, train_y, test_x, test_y)},
-            fractions=ev.label_fractions,
-            seeds=ev.seeds,
-            protocols=probes,  # type: ignore[arg-type]
-            k=ev.knn_k,
-            temperature=ev.knn_temperature,
-            progress=progress,
-        )
+        raw = FeatureSet(train_x, dataset_labels(train), test_x, dataset_labels(test))
+        return probe_raw(raw, ev, probes, progress)
 
     def raw_features(self, train: Any, test: Any, ev: EvalConfig) -> tuple[Tensor, Tensor]:
         """The pixels scaled to [0, 1], flattened: (N, C·H·W) and (Q, C·H·W)."""

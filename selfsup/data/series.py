@@ -1,0 +1,461 @@
+"""Time series: ``{"series": float32 (T, C)}`` samples, NaN where a value is missing.
+
+Specs:
+    ucr:NAME        a UCR/UEA archive set shipped inside the ``sktime`` wheel (or ``aeon``'s,
+                    when that is installed): GunPoint, ArrowHead, ItalyPowerDemand, OSULeaf,
+                    ACSF1, BasicMotions, JapaneseVowels, PLAID (+ PickupGestureWiimoteZ in
+                    aeon), each with the archive's own train/test split
+    series:PATH     your own series: a ``.ts`` file (``X_TRAIN.ts`` beside ``X_TEST.ts``, or a
+                    folder holding one such pair), a ``.npy``/``.npz`` array (N, T[, C]) with
+                    optional labels, or a CSV with one series per row
+
+Series of one set are padded with NaN to the set's longest, so a batch stacks; the encoder
+treats a NaN as missing (TS2Vec's rule: the time step is masked out), so variable length and
+missing values are the same thing to it. The ``.ts`` files are read by the small parser below,
+not by importing sktime (5 s and pandas) for twelve megabytes of text.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import importlib.util
+import math
+import zipfile
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from selfsup.errors import SelfsupError
+
+Split = Literal["train", "test"]
+
+ARCHIVE_SETS: tuple[str, ...] = (
+    "GunPoint",
+    "ArrowHead",
+    "ItalyPowerDemand",
+    "OSULeaf",
+    "ACSF1",
+    "BasicMotions",
+    "JapaneseVowels",
+    "PLAID",
+    "PickupGestureWiimoteZ",
+)
+"""The classification sets of the UCR/UEA archives that ship inside the sktime or aeon wheel
+(Tecator ships too, but its target is a number: a regression set, left out)."""
+
+PACKAGES = ("sktime", "aeon")
+"""Where the archive files are looked for, in this order (``<package>/datasets/data/NAME/``)."""
+
+SERIES_SOURCES: dict[str, str] = {
+    "ucr": (
+        "UCR/UEA archive sets with their own splits, ucr:NAME (GunPoint, ArrowHead, "
+        "ItalyPowerDemand, OSULeaf, ACSF1, BasicMotions, JapaneseVowels, PLAID); "
+        "`pip install selfsup[series]` (the sktime wheel holds the files)"
+    ),
+    "series": (
+        "your own series, series:PATH: .ts (UCR/UEA format, X_TRAIN.ts + X_TEST.ts), .npy/.npz "
+        "(N, T[, C]) with optional labels, or a CSV of one series per row ('label' column)"
+    ),
+}
+
+TEST_FRACTION = 0.2
+SPLIT_SEED = 0
+MISSING = ("?", "nan", "NaN", "")
+"""Cells read as a missing value."""
+
+
+class SeriesDataset(Dataset[dict[str, Tensor]]):
+    """In-memory series, NaN-padded to one length: values float32 (N, T, C), labels (N,)."""
+
+    input_key = "series"
+    in_memory = True
+
+    def __init__(
+        self,
+        values: Tensor,
+        labels: Tensor | None,
+        *,
+        name: str,
+        split: Split,
+        class_names: list[str] | None = None,
+        skipped: list[str] | None = None,
+    ) -> None:
+        if values.ndim != 3 or len(values) == 0:
+            raise SelfsupError(f"{name} ({split}) holds no series of shape (N, T, C)")
+        self._values = values.float()
+        self.has_labels = labels is not None
+        self._labels = labels.long() if labels is not None else torch.full((len(values),), -1)
+        self.class_names = list(class_names or [])
+        self.num_classes = len(self.class_names)
+        self.name = name
+        self.split = split
+        self.channels = int(values.shape[2])
+        self.length = int(values.shape[1])
+        self.skipped = list(skipped or [])
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        return {"series": self._values[index], "label": self._labels[index]}
+
+    def labels(self) -> Tensor:
+        """Every label, int64 (N,); -1 everywhere when unlabelled (as images)."""
+        return self._labels
+
+    def as_tensor(self) -> Tensor:
+        """Every series, float32 (N, T, C), NaN where missing or past the series' end."""
+        return self._values
+
+    def __repr__(self) -> str:
+        return f"SeriesDataset({self.name!r}, {self.split}, n={len(self)}, T={self.length}, C={self.channels})"
+
+
+def load_series(spec: str, split: Split = "train", *, skip_bad: bool = False) -> SeriesDataset:
+    """One split of the series source ``spec`` (see the module docstring).
+
+    ``skip_bad`` drops series whose every value is missing (they are counted in
+    ``dataset.skipped``) instead of stopping with an error.
+    """
+    if split not in ("train", "test"):
+        raise SelfsupError(f"unknown split {split!r}; use 'train' or 'test'")
+    prefix, _, argument = spec.partition(":")
+    prefix, argument = prefix.strip().lower(), argument.strip()
+    if prefix == "ucr":
+        path = archive_file(argument, split)
+    elif prefix == "series":
+        if not argument:
+            raise SelfsupError("series needs a path: --data series:PATH (.ts, .npy, .npz, .csv)")
+        path = Path(argument).expanduser()
+    else:
+        raise SelfsupError(f"unknown series source {spec!r}; use ucr:NAME or series:PATH")
+    values, labels, names = _read(path, split, spec)
+    values, labels, skipped = _drop_empty(values, labels, spec, split, skip_bad)
+    return SeriesDataset(values, labels, name=spec, split=split, class_names=names, skipped=skipped)
+
+
+def archive_folder() -> Path | None:
+    """The folder of archive sets inside the first installed package of ``PACKAGES``."""
+    for package in PACKAGES:
+        found = importlib.util.find_spec(package)  # locates it without importing it
+        if found is None or not found.submodule_search_locations:
+            continue
+        folder = Path(next(iter(found.submodule_search_locations))) / "datasets" / "data"
+        if folder.is_dir():
+            return folder
+    return None
+
+
+def archive_file(name: str, split: Split) -> Path:
+    """The ``.ts`` file of archive set ``name`` (case-insensitive) and ``split``."""
+    known = {key.lower(): key for key in ARCHIVE_SETS}
+    if name.lower() not in known:
+        raise SelfsupError(
+            f"unknown archive set {name!r}: ucr: takes one of {', '.join(ARCHIVE_SETS)}"
+        )
+    name = known[name.lower()]
+    folder = archive_folder()
+    if folder is None:
+        raise SelfsupError(
+            f"ucr:{name} needs the archive files: pip install selfsup[series] (the sktime wheel)"
+        )
+    path = folder / name / f"{name}_{split.upper()}.ts"
+    if not path.is_file():
+        raise SelfsupError(
+            f"{path} is missing: {name} ships only inside "
+            + ("aeon; pip install aeon" if name == "PickupGestureWiimoteZ" else "sktime or aeon")
+        )
+    return path
+
+
+def _read(path: Path, split: Split, spec: str) -> tuple[Tensor, Tensor | None, list[str] | None]:
+    if path.is_dir():
+        path = _ts_in_folder(path, split)
+    suffix = path.suffix.lower()
+    if suffix == ".ts":
+        return _read_ts(_ts_of_split(path, split))
+    if not path.is_file():
+        raise SelfsupError(f"series file {path} does not exist; check the path after series:")
+    if suffix in (".npy", ".npz"):
+        return _split_arrays(*_read_arrays(path), split)
+    if suffix in (".csv", ".tsv"):
+        return _split_arrays(*_read_csv(path), split)
+    raise SelfsupError(
+        f"{spec!r}: series files are .ts, .npy, .npz or .csv, not {suffix or path.name!r}"
+    )
+
+
+def _ts_in_folder(folder: Path, split: Split) -> Path:
+    found = sorted(folder.glob(f"*_{split.upper()}.ts"))
+    if len(found) != 1:
+        raise SelfsupError(
+            f"{folder} should hold one X_TRAIN.ts and one X_TEST.ts file, found "
+            f"{', '.join(p.name for p in folder.glob('*.ts')) or 'none'}"
+        )
+    return found[0]
+
+
+def _ts_of_split(path: Path, split: Split) -> Path:
+    """``X_TRAIN.ts`` asked for the test split reads ``X_TEST.ts`` beside it."""
+    stem = path.stem
+    for tag in ("_TRAIN", "_TEST"):
+        if stem.upper().endswith(tag):
+            twin = path.with_name(stem[: -len(tag)] + f"_{split.upper()}.ts")
+            if not twin.is_file():
+                raise SelfsupError(f"{twin} is missing: a .ts set needs its _TRAIN and _TEST files")
+            return twin
+    if split == "test":
+        raise SelfsupError(
+            f"{path} is one file: name it X_TRAIN.ts with X_TEST.ts beside it to give a test split"
+        )
+    return path
+
+
+def parse_ts(
+    text: str, source: str = "the .ts file"
+) -> tuple[list[np.ndarray], list[str] | None, list[str] | None]:
+    """The cases of a ``.ts`` file (the sktime/aeon archive format): one float (T_i, C) array
+    per case, NaN for ``?``; the labels as written; and the class names of its header.
+
+    Header lines start with ``@`` (``@classLabel true a b c``, ``@timeStamps false``, ``@data``);
+    after ``@data`` each line is one case, its dimensions separated by ``:`` and the label
+    last; values within a dimension are separated by commas. Comments start with ``#``.
+    """
+    class_names: list[str] | None = None
+    labelled = False
+    in_data = False
+    cases: list[np.ndarray] = []
+    labels: list[str] = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if not in_data:
+            words = line.split()
+            key = words[0].lower()
+            if key == "@timestamps" and len(words) > 1 and words[1].lower() == "true":
+                raise SelfsupError(
+                    f"{source}: time-stamped .ts files are not supported; write the values only"
+                )
+            if key in ("@classlabel", "@targetlabel") and len(words) > 1:
+                labelled = words[1].lower() == "true"
+                if key == "@classlabel" and labelled:
+                    class_names = words[2:]
+            if key == "@data":
+                in_data = True
+            continue
+        fields = line.split(":")
+        if labelled:
+            if len(fields) < 2:
+                raise SelfsupError(f"{source}, line {number}: a case with no label after ':'")
+            labels.append(fields[-1].strip())
+            fields = fields[:-1]
+        cases.append(_case(fields, source, number))
+    if not in_data:
+        raise SelfsupError(f"{source} has no @data line: it is not a .ts file")
+    if not cases:
+        raise SelfsupError(f"{source} holds no series after @data")
+    widths = {case.shape[1] for case in cases}
+    if len(widths) > 1:
+        raise SelfsupError(
+            f"{source}: cases have {sorted(widths)} dimensions; every case needs the same"
+        )
+    return cases, (labels if labelled else None), class_names
+
+
+def _case(fields: list[str], source: str, number: int) -> np.ndarray:
+    """One case's dimensions (comma-separated values each) as float (T, C), NaN-padded."""
+    dims = []
+    for field in fields:
+        cells = field.split(",")
+        dims.append([_number(cell, source, number) for cell in cells])
+    length = max(len(d) for d in dims)
+    out = np.full((length, len(dims)), np.nan)
+    for c, d in enumerate(dims):
+        out[: len(d), c] = d
+    return out
+
+
+def _number(cell: str, source: str, number: int) -> float:
+    cell = cell.strip()
+    if cell in MISSING:
+        return math.nan
+    try:
+        return float(cell)
+    except ValueError:
+        raise SelfsupError(f"{source}, line {number}: {cell[:20]!r} is not a number") from None
+
+
+def _read_ts(path: Path) -> tuple[Tensor, Tensor | None, list[str] | None]:
+    try:
+        text = path.read_text(encoding="utf-8", errors="strict")
+    except (OSError, UnicodeDecodeError) as error:
+        raise SelfsupError(f"cannot read {path} as text ({error})") from None
+    cases, labels, names = parse_ts(text, str(path))
+    values = _stack(cases)
+    if labels is None:
+        return values, None, None
+    names = names or sorted(set(labels))
+    index = {name: i for i, name in enumerate(names)}
+    unknown = sorted(set(labels) - set(index))
+    if unknown:
+        raise SelfsupError(
+            f"{path}: label {unknown[0]!r} is not among @classLabel {' '.join(names)}"
+        )
+    return values, torch.tensor([index[label] for label in labels]), names
+
+
+def _stack(cases: list[np.ndarray]) -> Tensor:
+    """(T_i, C) arrays -> float32 (N, max T_i, C), NaN past each one's end."""
+    length = max(case.shape[0] for case in cases)
+    out = np.full((len(cases), length, cases[0].shape[1]), np.nan, dtype=np.float32)
+    for i, case in enumerate(cases):
+        out[i, : case.shape[0]] = case
+    return torch.from_numpy(out)
+
+
+def _read_arrays(path: Path) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
+    """Series (N, T[, C]) under ``x``/``series`` (or a bare .npy), labels under ``y``/``labels``,
+    and ``x_test``/``y_test`` when present."""
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
+        raise SelfsupError(
+            f"cannot read {path} as .npy/.npz ({error}); save it with np.save(z)"
+        ) from None
+    if isinstance(loaded, np.ndarray):
+        return _as_series(loaded, path), None, None, None
+    with loaded:
+        keys = list(loaded.files)
+
+        def first(options: tuple[str, ...]) -> np.ndarray | None:
+            key = next((k for k in options if k in keys), None)
+            return loaded[key] if key is not None else None
+
+        x = first(("series", "x", "X"))
+        if x is None:
+            raise SelfsupError(
+                f"{path} holds {', '.join(keys)}: name the series 'x' (and labels 'y')"
+            )
+        y, x_test, y_test = (
+            first(("labels", "y", "Y")),
+            first(("x_test", "X_test")),
+            first(("y_test", "Y_test")),
+        )
+    return (
+        _as_series(x, path),
+        _as_labels(y, path, len(x)),
+        _as_series(x_test, path) if x_test is not None else None,
+        _as_labels(y_test, path, len(x_test)) if x_test is not None else None,
+    )
+
+
+def _as_series(array: np.ndarray, path: Path) -> Tensor:
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.ndim != 3 or not np.issubdtype(array.dtype, np.number):
+        raise SelfsupError(
+            f"{path}: series must be a numeric array (N, T) or (N, T, C), got {array.dtype} {array.shape}"
+        )
+    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+
+
+def _as_labels(y: np.ndarray | None, path: Path, n: int) -> Tensor | None:
+    if y is None:
+        return None
+    if y.shape != (n,) or not np.issubdtype(y.dtype, np.integer):
+        raise SelfsupError(
+            f"{path}: labels must be integers (N,) = ({n},), got {y.dtype} {y.shape}"
+        )
+    return torch.from_numpy(y.astype(np.int64))
+
+
+def _read_csv(path: Path) -> tuple[Tensor, Tensor | None, None, None]:
+    """One series per row; a first row that is not numeric is a header, and its ``label`` (or
+    ``class``) column holds integer labels. Every row must have as many cells as the first."""
+    with path.open(newline="") as f:
+        sample = f.read(4096)
+        f.seek(0)
+        dialect = csv.excel_tab if path.suffix.lower() == ".tsv" or "\t" in sample else csv.excel
+        rows = [row for row in csv.reader(f, dialect) if row]
+    if not rows:
+        raise SelfsupError(f"{path} is empty: write one series per row")
+    header = None
+    if any(_not_number(cell) for cell in rows[0]):
+        header, rows = [cell.strip().lower() for cell in rows[0]], rows[1:]
+    if not rows:
+        raise SelfsupError(f"{path} has a header but no series")
+    width = len(header) if header else len(rows[0])
+    label_col = next((header.index(k) for k in ("label", "class") if header and k in header), None)
+    values, labels = [], []
+    for number, row in enumerate(rows, start=2 if header else 1):
+        if len(row) != width:
+            raise SelfsupError(
+                f"{path}, line {number}: {len(row)} cells where the first row has {width}"
+            )
+        if label_col is not None:
+            try:
+                labels.append(int(row[label_col]))
+            except ValueError:
+                raise SelfsupError(
+                    f"{path}, line {number}: label {row[label_col]!r} is not an integer"
+                ) from None
+            row = row[:label_col] + row[label_col + 1 :]
+        values.append([_number(cell, str(path), number) for cell in row])
+    x = torch.tensor(values, dtype=torch.float32)[:, :, None]  # (N, T, 1)
+    return x, (torch.tensor(labels) if label_col is not None else None), None, None
+
+
+def _not_number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return cell.strip() not in MISSING
+    return False
+
+
+def _split_arrays(
+    x: Tensor, y: Tensor | None, x_test: Tensor | None, y_test: Tensor | None, split: Split
+) -> tuple[Tensor, Tensor | None, None]:
+    """The file's own test set when it has one, else a fixed seeded 80/20 split."""
+    if x_test is not None:
+        return (x, y, None) if split == "train" else (x_test, y_test, None)
+    order = np.random.default_rng(SPLIT_SEED).permutation(len(x))
+    n_test = int(round(TEST_FRACTION * len(x)))
+    keep = torch.from_numpy(np.sort(order[:n_test] if split == "test" else order[n_test:]))
+    return x[keep], (y[keep] if y is not None else None), None
+
+
+def _drop_empty(
+    values: Tensor, labels: Tensor | None, spec: str, split: Split, skip_bad: bool
+) -> tuple[Tensor, Tensor | None, list[str]]:
+    """Series with no observed value are an error, or dropped and named with ``skip_bad``."""
+    empty = torch.isnan(values).flatten(1).all(dim=1)  # (N,)
+    if not empty.any():
+        return values, labels, []
+    rows = empty.nonzero().flatten().tolist()
+    if not skip_bad:
+        raise SelfsupError(
+            f"{spec} ({split}): series {rows[0]} has no values (all missing); "
+            f"{len(rows)} such series: remove them or pass --skip-bad"
+        )
+    keep = ~empty
+    return (
+        values[keep],
+        (labels[keep] if labels is not None else None),
+        [f"{spec}[{split}][{r}]" for r in rows],
+    )
+
+
+@functools.cache
+def shipped_sets() -> tuple[str, ...]:
+    """The archive sets found in the installed packages."""
+    folder = archive_folder()
+    if folder is None:
+        return ()
+    return tuple(n for n in ARCHIVE_SETS if (folder / n / f"{n}_TRAIN.ts").is_file())

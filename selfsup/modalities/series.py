@@ -1,0 +1,167 @@
+"""Time series: float32 (T, C) samples, NaN where missing; batches ``{"series": (B, T, C)}``.
+
+Sources are in ``selfsup.data.series`` (the UCR/UEA sets shipped inside the sktime wheel, and
+the user's .ts, .npy/.npz and CSV files). A set is NaN-padded to its longest series, so
+batches stack without a padding mask: the encoder masks NaN steps itself (TS2Vec's rule).
+The raw-input baseline probes the raw values (NaN as 0, padded to the longer split); every
+encoder also earns TS2Vec's own protocol, an RBF SVM on the pooled features, written to
+``svm.json`` beside the raw series' SVM.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor, nn
+
+from selfsup.data.loader import collate_samples
+from selfsup.data.series import SERIES_SOURCES, load_series
+from selfsup.errors import SelfsupError
+from selfsup.modalities.channels import check_channels
+
+if TYPE_CHECKING:
+    from selfsup.config import DataConfig, EvalConfig, RunConfig
+    from selfsup.data.info import DataInfo
+
+
+class SeriesModality:
+    name = "series"
+    input_key = "series"
+    sources = SERIES_SOURCES
+    default_encoder = "ts2vec-dilated"
+    finetune_augment: Callable[[Tensor], Tensor] | None = None
+
+    def owns(self, spec: str) -> bool:
+        return spec.partition(":")[0].strip().lower() in self.sources
+
+    def guess(self, spec: str) -> str | None:
+        path = Path(spec).expanduser()
+        if path.is_file() and path.suffix.lower() == ".ts":
+            return f"did you mean series:{spec}?"
+        return None
+
+    def check_data(self, data: DataConfig) -> None:
+        if data.image_size is not None:
+            raise SelfsupError("data.image_size is for images; series keep their own length")
+
+    def prepare_run(self, data: DataConfig, run_dir: Path) -> None:
+        return None  # series need nothing trained before the workers start
+
+    def load(self, spec: str, split: Any, *, folder: Path | None = None, **options: Any) -> Any:
+        del folder  # series need nothing from the run folder
+        return load_series(spec, split, **options)
+
+    def run_options(self, data: DataConfig) -> dict[str, Any]:
+        return {"skip_bad": data.skip_bad}
+
+    def eval_options(self, export: dict[str, Any], data: DataConfig | None) -> dict[str, Any]:
+        return {"skip_bad": data.skip_bad} if data else {}
+
+    def data_info(self, dataset: Any, cfg: RunConfig, folder: Path) -> dict[str, Any]:
+        return {"channels": dataset.channels, "max_length": dataset.length}
+
+    def encoder_inputs(self, info: DataInfo) -> dict[str, Any]:
+        return {"in_channels": info.channels}
+
+    def export(self, info: DataInfo, folder: Path) -> dict[str, Any]:
+        return {
+            "channels": info.channels,
+            "input": {"dtype": "float32 series (B, T, C), NaN where a value is missing"},
+        }
+
+    def to_input(self, encoder: nn.Module) -> Callable[[Tensor], Tensor]:
+        return lambda x: x.float()
+
+    def check_encoder(self, encoder: nn.Module, dataset: Any, spec: str) -> None:
+        check_channels(encoder, dataset.channels, spec, "series")
+
+    def collate(self, samples: Sequence[dict[str, Tensor]]) -> dict[str, Tensor]:
+        return collate_samples(samples)
+
+    def raw_baseline(
+        self,
+        train: Any,
+        test: Any,
+        ev: EvalConfig,
+        probes: list[str],
+        progress: Callable[[str], None],
+    ) -> list[dict[str, Any]]:
+        """Linear probe and kNN on the raw values, flattened (NaN as 0, the shorter split
+        padded with 0 to the longer one's length)."""
+        from selfsup.evaluate.protocol import FeatureSet, probe_raw
+
+        raw = FeatureSet(*raw_features(train, test, ev.batch_size))
+        return probe_raw(raw, ev, probes, progress)
+
+    def extra_evaluation(
+        self,
+        models: dict[str, nn.Module],
+        spec: str,
+        folder: Path | None,
+        options: dict[str, Any],
+        ev: EvalConfig,
+    ) -> dict[str, list[dict[str, Any]]]:
+        """TS2Vec's protocol: an RBF SVM (C by 5-fold cross-validation on the training split)
+        on each encoder's pooled features, and on the raw series when baselines are asked."""
+        from selfsup.evaluate.features import dataset_labels, extract_features
+        from selfsup.evaluate.svm import svm_accuracy
+
+        train = self.load(spec, "train", folder=folder, **options)
+        test = self.load(spec, "test", folder=folder, **options)
+        train_y, test_y = dataset_labels(train), dataset_labels(test)
+        rows = []
+        for label, model in models.items():
+            with torch.no_grad():
+                train_x = extract_features(
+                    model, train, ev.batch_size, to_input=self.to_input(model)
+                )
+                test_x = extract_features(model, test, ev.batch_size, to_input=self.to_input(model))
+            result = svm_accuracy(train_x, train_y, test_x, test_y)
+            rows.append(
+                {
+                    "encoder": label,
+                    "data": spec,
+                    "svm_accuracy": result["accuracy"],
+                    "C": result["C"],
+                }
+            )
+        if ev.baselines:
+            train_x, _, test_x, _ = raw_features(train, test, ev.batch_size)
+            result = svm_accuracy(train_x, train_y, test_x, test_y)
+            rows.append(
+                {
+                    "encoder": "raw",
+                    "data": spec,
+                    "svm_accuracy": result["accuracy"],
+                    "C": result["C"],
+                }
+            )
+        return {"svm.json": rows}
+
+    def tiny_batch(self, batch_size: int, seed: int = 0) -> dict[str, Tensor]:
+        g = torch.Generator().manual_seed(seed)
+        series = torch.randn(batch_size, 16, 2, generator=g)
+        return {"series": series, "label": torch.arange(batch_size) % 2}
+
+
+def raw_features(train: Any, test: Any, batch_size: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The raw values of both splits as flat features (N, T·C): NaN as 0, zero-padded to the
+    longer split's length, with their labels."""
+    from selfsup.evaluate.features import stream_inputs
+
+    train_x, train_y = stream_inputs(train, "series", batch_size)
+    test_x, test_y = stream_inputs(test, "series", batch_size)
+    length = max(train_x.shape[1], test_x.shape[1])
+
+    def flat(x: Tensor) -> Tensor:
+        x = torch.nan_to_num(x.float(), nan=0.0)
+        x = torch.nn.functional.pad(x, (0, 0, 0, length - x.shape[1]))  # (N, length, C)
+        return x.flatten(1)
+
+    return flat(train_x), train_y, flat(test_x), test_y
+
+
+SERIES = SeriesModality()

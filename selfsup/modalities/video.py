@@ -1,0 +1,123 @@
+"""Video: uint8 clips (T, C, H, W), batches ``{"video": uint8 (B, T, C, H, W)}``.
+
+Sources are in ``selfsup.data.video`` (moving Fashion-MNIST made from the real images, and the
+user's clip arrays). The encoder input is the clip scaled to [-1, 1]; the raw-input baseline
+is the pixels of every frame, flattened.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor, nn
+
+from selfsup.data.loader import collate_samples
+from selfsup.data.video import VIDEO_SOURCES, load_video
+from selfsup.errors import SelfsupError
+from selfsup.modalities.channels import check_channels
+
+if TYPE_CHECKING:
+    from selfsup.config import DataConfig, EvalConfig, RunConfig
+    from selfsup.data.info import DataInfo
+
+
+class VideoModality:
+    name = "video"
+    input_key = "video"
+    sources = VIDEO_SOURCES
+    default_encoder = "video-vit-tiny"
+    finetune_augment: Callable[[Tensor], Tensor] | None = None
+
+    def owns(self, spec: str) -> bool:
+        return spec.partition(":")[0].strip().lower() in self.sources
+
+    def guess(self, spec: str) -> str | None:
+        return None  # a clip array looks like an image array: npz: claims it
+
+    def check_data(self, data: DataConfig) -> None:
+        if data.image_size is not None:
+            raise SelfsupError("data.image_size is for images; clips keep their own size")
+
+    def prepare_run(self, data: DataConfig, run_dir: Path) -> None:
+        return None  # clips need nothing trained before the workers start
+
+    def load(self, spec: str, split: Any, *, folder: Path | None = None, **options: Any) -> Any:
+        del folder, options  # clips need nothing from the run folder; nothing to skip
+        return load_video(spec, split)
+
+    def run_options(self, data: DataConfig) -> dict[str, Any]:
+        return {}
+
+    def eval_options(self, export: dict[str, Any], data: DataConfig | None) -> dict[str, Any]:
+        return {}
+
+    def data_info(self, dataset: Any, cfg: RunConfig, folder: Path) -> dict[str, Any]:
+        return {
+            "channels": dataset.channels,
+            "image_size": dataset.image_size,
+            "max_length": dataset.frames,
+        }
+
+    def encoder_inputs(self, info: DataInfo) -> dict[str, Any]:
+        return {
+            "in_channels": info.channels,
+            "image_size": info.image_size,
+            "frames": info.max_length,
+        }
+
+    def export(self, info: DataInfo, folder: Path) -> dict[str, Any]:
+        return {
+            "image_size": info.image_size,
+            "channels": info.channels,
+            "frames": info.max_length,
+            "input": {
+                "dtype": "uint8 clips (B, T, C, H, W) scaled to [0, 1]",
+                "mean": 0.5,
+                "std": 0.5,
+            },
+        }
+
+    def to_input(self, encoder: nn.Module) -> Callable[[Tensor], Tensor]:
+        from selfsup.methods.videomae import to_clip_input
+
+        return to_clip_input
+
+    def check_encoder(self, encoder: nn.Module, dataset: Any, spec: str) -> None:
+        check_channels(encoder, dataset.channels, spec, "clips")
+
+    def collate(self, samples: Sequence[dict[str, Tensor]]) -> dict[str, Tensor]:
+        return collate_samples(samples)
+
+    def raw_baseline(
+        self,
+        train: Any,
+        test: Any,
+        ev: EvalConfig,
+        probes: list[str],
+        progress: Callable[[str], None],
+    ) -> list[dict[str, Any]]:
+        """Linear probe and kNN on every frame's pixels scaled to [0, 1], flattened."""
+        from selfsup.evaluate.protocol import probe_pixels
+
+        return probe_pixels(train, test, self.input_key, ev, probes, progress)
+
+    def extra_evaluation(
+        self,
+        models: dict[str, nn.Module],
+        spec: str,
+        folder: Path | None,
+        options: dict[str, Any],
+        ev: EvalConfig,
+    ) -> dict[str, list[dict[str, Any]]]:
+        return {}
+
+    def tiny_batch(self, batch_size: int, seed: int = 0) -> dict[str, Tensor]:
+        g = torch.Generator().manual_seed(seed)
+        clips = torch.randint(0, 256, (batch_size, 4, 1, 8, 8), generator=g, dtype=torch.uint8)
+        return {"video": clips, "label": torch.arange(batch_size) % 2}
+
+
+VIDEO = VideoModality()

@@ -1,0 +1,292 @@
+"""Time series: the .ts/.npz/CSV readers and their errors, TS2Vec's crops, timestamp masks and
+hierarchical contrastive loss against slow references, the dilated encoder's NaN handling,
+the SVM protocol, and a tiny end-to-end run from the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from selfsup.cli import main
+from selfsup.data.series import load_series, parse_ts, shipped_sets
+from selfsup.encoders import build_encoder
+from selfsup.errors import SelfsupError
+from selfsup.evaluate.svm import svm_accuracy
+from selfsup.losses.ts2vec import HierarchicalContrastiveLoss
+from selfsup.modalities import modality_of_data
+from selfsup.views.series import overlapping_crops, timestamp_mask
+
+TS_TEXT = """# a comment
+@problemName Toy
+@timeStamps false
+@missing true
+@univariate false
+@dimensions 2
+@equalLength false
+@classLabel true up down
+@data
+1,2,3,4:5,6,7,8:up
+1,?,3:4,5,6:down
+9,8,7,6,5:1,2,3,4,5:up
+"""
+
+
+# --- the slow references, written the obvious way ----------------------------------------
+
+
+def slow_infonce(anchor: torch.Tensor, positive: torch.Tensor, negatives: list) -> float:
+    """-log exp(a·p) / (exp(a·p) + sum_n exp(a·n)), in float64, one term at a time."""
+    pos = math.exp(float(anchor @ positive))
+    neg = sum(math.exp(float(anchor @ n)) for n in negatives)
+    return -math.log(pos / (pos + neg))
+
+
+def slow_instance(z1: torch.Tensor, z2: torch.Tensor) -> float:
+    B, T, _ = z1.shape
+    if B == 1:
+        return 0.0
+    terms = []
+    for t in range(T):
+        for i in range(B):
+            for a, b in ((z1, z2), (z2, z1)):
+                others = [z2[j, t] for j in range(B) if j != i] + [
+                    z1[j, t] for j in range(B) if j != i
+                ]
+                negatives = others  # every other series' vectors at this step, both views
+                terms.append(slow_infonce(a[i, t], b[i, t], negatives))
+    return sum(terms) / len(terms)
+
+
+def slow_temporal(z1: torch.Tensor, z2: torch.Tensor) -> float:
+    B, T, _ = z1.shape
+    if T == 1:
+        return 0.0
+    terms = []
+    for i in range(B):
+        for t in range(T):
+            for a, b in ((z1, z2), (z2, z1)):
+                negatives = [z1[i, s] for s in range(T) if s != t] + [
+                    z2[i, s] for s in range(T) if s != t
+                ]
+                terms.append(slow_infonce(a[i, t], b[i, t], negatives))
+    return sum(terms) / len(terms)
+
+
+def slow_hierarchical(z1, z2, alpha: float, temporal_unit: int) -> float:
+    total, levels = 0.0, 0
+    while True:
+        total += alpha * slow_instance(z1, z2)
+        if z1.shape[1] == 1:
+            return (total) / (levels + 1)
+        if levels >= temporal_unit:
+            total += (1 - alpha) * slow_temporal(z1, z2)
+        levels += 1
+        # max over pairs of neighbouring steps, the odd last step dropped
+        T = z1.shape[1] // 2
+        z1 = torch.stack([torch.maximum(z1[:, 2 * s], z1[:, 2 * s + 1]) for s in range(T)], dim=1)
+        z2 = torch.stack([torch.maximum(z2[:, 2 * s], z2[:, 2 * s + 1]) for s in range(T)], dim=1)
+
+
+@pytest.mark.parametrize("B, T, D", [(3, 5, 4), (2, 8, 3), (1, 4, 2), (4, 1, 3)])
+@pytest.mark.parametrize("alpha, unit", [(0.5, 0), (0.3, 1), (1.0, 0)])
+def test_hierarchical_loss_matches_the_slow_reference(B, T, D, alpha, unit):
+    g = torch.Generator().manual_seed(B * 100 + T)
+    z1 = torch.randn(B, T, D, generator=g, dtype=torch.float64) * 0.7
+    z2 = torch.randn(B, T, D, generator=g, dtype=torch.float64) * 0.7
+    loss = HierarchicalContrastiveLoss(alpha, unit)(z1, z2)
+    assert float(loss) == pytest.approx(
+        slow_hierarchical(z1, z2, alpha, unit), rel=1e-6
+    )  # the loss runs its softmax in float32
+
+
+def test_the_loss_rewards_agreeing_views_and_has_gradients():
+    z = torch.randn(4, 8, 16)
+    loss = HierarchicalContrastiveLoss()
+    same = loss(z * 3, z * 3)
+    other = loss(z * 3, torch.randn(4, 8, 16) * 3)
+    assert same < other
+    z1 = z.clone().requires_grad_()
+    loss(z1, torch.randn(4, 8, 16)).backward()
+    assert z1.grad is not None and torch.isfinite(z1.grad).all()
+
+
+def test_overlapping_crops_share_the_same_steps():
+    x = torch.arange(6 * 40, dtype=torch.float32).reshape(6, 40, 1)  # value = its own position
+    for seed in range(20):
+        crops = overlapping_crops(x, generator=torch.Generator().manual_seed(seed))
+        n = crops.overlap
+        assert 2 <= n <= 40 and crops.first.shape[1] >= n and crops.second.shape[1] >= n
+        shared = x[torch.arange(6)[:, None], crops.starts[:, None] + torch.arange(n)]
+        torch.testing.assert_close(crops.first[:, -n:], shared)
+        torch.testing.assert_close(crops.second[:, :n], shared)
+        # each row is one contiguous window of the series (no wrap-around)
+        for view in (crops.first, crops.second):
+            assert (view.diff(dim=1) == 1).all()
+        # the shared part is the first view's end and the second view's start, nothing more:
+        # the two views together cover [a1, b2) of each (shifted) series
+        assert crops.first.shape[1] + crops.second.shape[1] - n <= 40
+
+
+def test_overlapping_crops_draw_every_overlap_length():
+    x = torch.zeros(2, 6, 1)
+    lengths = {
+        overlapping_crops(x, generator=torch.Generator().manual_seed(s)).overlap for s in range(200)
+    }
+    assert lengths == {2, 3, 4, 5, 6}  # uniform on [2**(unit+1), T]
+    with pytest.raises(SelfsupError, match="too short"):
+        overlapping_crops(torch.zeros(2, 3, 1), temporal_unit=1)
+
+
+def test_timestamp_mask_hides_each_step_with_probability_p():
+    torch.manual_seed(0)
+    mask = timestamp_mask(200, 500, 0.5)
+    assert mask.dtype == torch.bool and mask.shape == (200, 500)
+    assert abs(mask.float().mean().item() - 0.5) < 0.005  # 100,000 draws: 5 sigma is 0.008
+    assert not timestamp_mask(10, 10, 0.0).any()
+
+
+def test_the_encoder_treats_a_hidden_step_as_a_missing_one():
+    torch.manual_seed(0)
+    encoder = build_encoder("ts2vec-dilated", in_channels=2, width=8, embed_dim=12, depth=3).eval()
+    x = torch.randn(3, 20, 2)
+    mask = torch.zeros(3, 20, dtype=torch.bool)
+    mask[:, 5:9] = True
+    holes = x.clone()
+    holes[:, 5:9, 1] = float("nan")  # one missing channel hides the step
+    torch.testing.assert_close(encoder.forward_tokens(x, mask), encoder.forward_tokens(holes))
+    pooled = encoder(holes)
+    assert pooled.shape == (3, 12) and torch.isfinite(pooled).all()
+    # padding past the end is skipped by the pooling
+    padded = torch.cat([x, torch.full((3, 4, 2), float("nan"))], dim=1)
+    tokens = encoder.forward_tokens(padded)[:, :20]
+    torch.testing.assert_close(encoder(padded), tokens.amax(dim=1))
+
+
+def test_parse_ts_reads_dimensions_missing_values_and_labels(tmp_path):
+    cases, labels, names = parse_ts(TS_TEXT)
+    assert [c.shape for c in cases] == [(4, 2), (3, 2), (5, 2)]
+    assert math.isnan(cases[1][1, 0]) and cases[2][4, 1] == 5.0
+    assert labels == ["up", "down", "up"] and names == ["up", "down"]
+    (tmp_path / "Toy_TRAIN.ts").write_text(TS_TEXT)
+    (tmp_path / "Toy_TEST.ts").write_text(TS_TEXT.replace(":up\n", ":down\n", 1))
+    train = load_series(f"series:{tmp_path / 'Toy_TRAIN.ts'}", "train")
+    test = load_series(f"series:{tmp_path}", "test")
+    assert train.as_tensor().shape == (3, 5, 2) and train.labels().tolist() == [0, 1, 0]
+    assert test.labels().tolist() == [1, 1, 0]
+    assert torch.isnan(train.as_tensor()[0, 4]).all()  # padded past the end
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (TS_TEXT.replace("9,8,7", "9,x8,7"), "line 12: 'x8' is not a number"),
+        (TS_TEXT.replace("@data\n", ""), "no @data line"),
+        (TS_TEXT.replace(":down", ":left"), "label 'left' is not among"),
+        (TS_TEXT.replace("5,6,7,8:up", "up"), "dimensions"),
+    ],
+)
+def test_bad_ts_files_say_what_is_wrong(tmp_path, text, message):
+    path = tmp_path / "Bad_TRAIN.ts"
+    path.write_text(text)
+    (tmp_path / "Bad_TEST.ts").write_text(TS_TEXT)
+    with pytest.raises(SelfsupError, match=message):
+        load_series(f"series:{path}")
+
+
+def test_csv_series_with_labels_and_its_errors(tmp_path):
+    path = tmp_path / "s.csv"
+    rows = ["label,a,b,c"] + [f"{i % 2},{i},{i + 1},{i + 2}" for i in range(10)]
+    path.write_text("\n".join(rows) + "\n")
+    train, test = load_series(f"series:{path}", "train"), load_series(f"series:{path}", "test")
+    assert len(train) == 8 and len(test) == 2 and train.as_tensor().shape == (8, 3, 1)
+    path.write_text("1,2,3\n4,5\n")
+    with pytest.raises(SelfsupError, match="line 2: 2 cells where the first row has 3"):
+        load_series(f"series:{path}")
+    path.write_text("1,2,3\n4,five,6\n")
+    with pytest.raises(SelfsupError, match="line 2: 'five' is not a number"):
+        load_series(f"series:{path}")
+
+
+def test_an_all_missing_series_stops_or_is_skipped_and_counted(tmp_path, capsys):
+    x = np.random.default_rng(0).normal(size=(10, 6, 1)).astype(np.float32)
+    x[3] = np.nan
+    path = tmp_path / "s.npz"
+    np.savez(path, x=x, y=np.arange(10) % 2, x_test=x[:4] * 0 + 1, y_test=np.arange(4) % 2)
+    with pytest.raises(SelfsupError, match="series 3 has no values"):
+        load_series(f"series:{path}")
+    kept = load_series(f"series:{path}", skip_bad=True)
+    assert len(kept) == 9 and len(kept.skipped) == 1
+    assert (
+        main(["pretrain", "--method", "ts2vec", "--data", f"series:{path}", "--max-steps", "1"])
+        == 2
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "--skip-bad" in err[0]
+
+
+def test_svm_protocol_separates_separable_features():
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(90) % 3
+    x = torch.randn(90, 4, generator=g) * 0.1 + F.one_hot(y, 4).float()
+    result = svm_accuracy(x[:60], y[:60], x[60:], y[60:])
+    assert result["accuracy"] == 1.0 and result["C"] in (
+        1e-4,
+        1e-3,
+        1e-2,
+        0.1,
+        1.0,
+        10.0,
+        100.0,
+        1e3,
+        1e4,
+        "inf",
+    )
+    few = svm_accuracy(x[:12], y[:12], x[60:], y[60:])
+    assert few["C"] == "inf"  # 4 per class is too few to cross-validate: a hard margin
+
+
+def test_ts2vec_pretrains_and_evaluates_from_the_cli(tmp_path):
+    rng = np.random.default_rng(0)
+    t = np.linspace(0, 4 * np.pi, 32)
+    y = np.arange(64) % 2
+    x = np.stack([np.sin(t * (1 + k)) for k in y])[:, :, None] + rng.normal(0, 0.1, (64, 32, 1))
+    path = tmp_path / "waves.npz"
+    np.savez(path, x=x.astype(np.float32), y=y)
+    out = tmp_path / "run"
+    args = ["pretrain", "--method", "ts2vec", "--data", f"series:{path}", "--out", str(out)]
+    args += ["--batch-size", "8", "--max-steps", "4", "--set", "train.progress=false"]
+    args += ["--set", "encoder_args={width: 8, embed_dim: 16, depth: 2}"]
+    args += [
+        "--set",
+        "eval.label_fractions=[1.0]",
+        "--set",
+        "eval.seeds=[0]",
+        "--set",
+        "eval.report=false",
+    ]
+    assert main(args) == 0
+    rows = json.loads((out / "eval.json").read_text())
+    assert {r["encoder"] for r in rows} == {"ts2vec", "random-init", "raw"}
+    svm = json.loads((out / "svm.json").read_text())
+    assert {r["encoder"] for r in svm} == {"ts2vec", "random-init", "raw"}
+    assert all(0.5 <= r["svm_accuracy"] <= 1 for r in svm)
+
+
+def test_series_specs_find_their_modality():
+    assert modality_of_data("ucr:GunPoint").name == "series"
+    assert modality_of_data("series:x.csv").name == "series"
+    with pytest.raises(SelfsupError, match="ucr: takes one of"):
+        load_series("ucr:GunPointy")
+
+
+@pytest.mark.skipif("GunPoint" not in shipped_sets(), reason="pip install selfsup[series] (sktime)")
+def test_the_shipped_archive_sets_keep_their_splits():
+    train, test = load_series("ucr:GunPoint", "train"), load_series("ucr:gunpoint", "test")
+    assert (len(train), len(test), train.length, train.channels) == (50, 150, 150, 1)
+    motions = load_series("ucr:BasicMotions")
+    assert motions.channels == 6 and motions.class_names[0] == "Standing"
