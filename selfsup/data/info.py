@@ -12,7 +12,7 @@ class DataInfo:
 
     Image data fill ``channels`` and ``image_size``; text data (``modality="text"``, batches
     ``{"tokens": int64 (B, L)}``) fill ``vocab_size``, ``max_length`` and ``tokenizer``, and
-    leave the image fields 0.
+    leave the image fields 0; graph data fill ``node_features``.
     """
 
     channels: int = 0
@@ -29,3 +29,5 @@ class DataInfo:
     """Tokens per sample, [CLS] and [SEP] included; batches are padded to it."""
     tokenizer: Any = None
     """The run's ``tokenizers.Tokenizer`` (text only): special ids and whole-word starts."""
+    node_features: int = 0
+    """Features per node (graph only: batches ``{"graph": PyG Data}``)."""

@@ -22,6 +22,7 @@ from typing import Any
 from torch import nn
 
 from selfsup.encoders.convnet import ConvNet
+from selfsup.encoders.graph import GNNKind, GraphEncoder
 from selfsup.encoders.resnet import NormKind, ResNet
 from selfsup.encoders.transformer import PositionKind, TextPoolKind, TextTransformer
 from selfsup.encoders.vit import PoolKind, VisionTransformer
@@ -44,6 +45,7 @@ __all__ = [
 INPUTS: dict[str, tuple[str, ...]] = {
     "image": ("in_channels", "image_size"),
     "text": ("vocab_size", "max_length", "pad_id"),
+    "graph": ("in_channels",),
 }
 
 
@@ -127,6 +129,29 @@ def _text_transformer(
         grad_checkpointing=grad_checkpointing,
     )
 
+
+def _gnn(
+    *,
+    in_channels: int,
+    kind: GNNKind,
+    hidden: int,
+    num_layers: int,
+    heads: int,
+    norm: str,
+    dropout: float,
+) -> GraphEncoder:
+    return GraphEncoder(
+        in_channels=in_channels,
+        kind=kind,
+        hidden=hidden,
+        num_layers=num_layers,
+        heads=heads,
+        norm=norm,  # type: ignore[arg-type]
+        dropout=dropout,
+    )
+
+
+_GNN_DEFAULTS: dict[str, Any] = {"num_layers": 2, "heads": 4, "norm": "batch", "dropout": 0.0}
 
 _TEXT_DEFAULTS: dict[str, Any] = {
     "mlp_ratio": 4.0,
@@ -215,6 +240,33 @@ ENCODERS: dict[str, EncoderSpec] = {
         ),
         defaults={**_TEXT_DEFAULTS, "embed_dim": 256, "depth": 4, "num_heads": 4, "causal": True},
         modality="text",
+    ),
+    "gcn": EncoderSpec(
+        builder=_gnn,
+        description=(
+            "GCN (Kipf & Welling) from PyG, 2 layers, width 256, BatchNorm + PReLU as in BGRL; "
+            "node embeddings of the sampled neighbourhood, the seed node's (or a graph's mean) pooled"
+        ),
+        defaults={**_GNN_DEFAULTS, "kind": "gcn", "hidden": 256},
+        modality="graph",
+    ),
+    "gin": EncoderSpec(
+        builder=_gnn,
+        description=(
+            "GIN (Xu et al.) from PyG, 2 layers, width 256, MLP aggregators; the graph-level "
+            "encoder of GraphCL and GraphMAE; num_layers=3-5 for graph classification"
+        ),
+        defaults={**_GNN_DEFAULTS, "kind": "gin", "hidden": 256},
+        modality="graph",
+    ),
+    "gat": EncoderSpec(
+        builder=_gnn,
+        description=(
+            "GAT (Velickovic et al.) from PyG, 2 layers, width 256 over 4 heads; GraphMAE's "
+            "node-level encoder (the paper: 512 wide on Cora)"
+        ),
+        defaults={**_GNN_DEFAULTS, "kind": "gat", "hidden": 256},
+        modality="graph",
     ),
 }
 

@@ -19,12 +19,14 @@ from selfsup.data.info import DataInfo
 from selfsup.errors import SelfsupError
 from selfsup.methods.barlow import BarlowTwins, BarlowTwinsConfig
 from selfsup.methods.beit import BEiT, BEiTConfig
+from selfsup.methods.bgrl import BGRL, BGRLConfig
 from selfsup.methods.byol import BYOL, BYOLConfig
 from selfsup.methods.clm import CLM, CLMConfig
 from selfsup.methods.colorization import Colorization, ColorizationConfig
 from selfsup.methods.colorization import encoder_inputs as lightness_inputs
 from selfsup.methods.data2vec import Data2Vec, Data2VecConfig
 from selfsup.methods.dino import DINO, DINOConfig
+from selfsup.methods.graphmae import GraphMAE, GraphMAEConfig
 from selfsup.methods.jigsaw import Jigsaw, JigsawConfig
 from selfsup.methods.mae import MAE, MAEConfig
 from selfsup.methods.mlm import MLM, MLMConfig
@@ -166,6 +168,22 @@ METHODS: dict[str, MethodSpec] = {
         "masks) and text (BERT masks) alike",
         "Baevski et al. 2022, arXiv:2202.03555",
         modalities=("image", "text"),
+    ),
+    "graphmae": MethodSpec(
+        GraphMAEConfig,
+        GraphMAE,
+        "masked graph autoencoder: [MASK] half the nodes' features, re-mask the codes, a "
+        "one-layer GNN decodes them; scaled cosine error on the masked nodes",
+        "Hou et al. 2022, arXiv:2205.10803",
+        modalities=("graph",),
+    ),
+    "bgrl": MethodSpec(
+        BGRLConfig,
+        BGRL,
+        "bootstrapped graph latents: edge and feature-column dropping, online GNN + predictor "
+        "regress an EMA target GNN's node embeddings of the other view (BYOL on graphs)",
+        "Thakoor et al. 2022, arXiv:2102.06514",
+        modalities=("graph",),
     ),
 }
 

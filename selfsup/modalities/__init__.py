@@ -139,10 +139,11 @@ class Modality(Protocol):
 
 
 def _registry() -> dict[str, Modality]:
+    from selfsup.modalities.graph import GRAPH
     from selfsup.modalities.image import IMAGE
     from selfsup.modalities.text import TEXT
 
-    return {m.name: m for m in (IMAGE, TEXT)}
+    return {m.name: m for m in (IMAGE, TEXT, GRAPH)}
 
 
 MODALITIES: dict[str, Modality] = _registry()
