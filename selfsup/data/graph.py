@@ -296,28 +296,35 @@ def _read_npz(path: Path) -> NodeGraph:
 
 
 def _read_csv(folder: Path) -> NodeGraph:
+    """``edges.csv`` (source, target; a header row is allowed) and ``nodes.csv`` (a header, then
+    one row a node: an optional ``label`` column, every other column a feature)."""
     edges_file, nodes_file = folder / "edges.csv", folder / "nodes.csv"
     for f in (edges_file, nodes_file):
         if not f.is_file():
             raise SelfsupError(f"{folder}: a CSV graph needs edges.csv and nodes.csv, {f.name} is missing")
     edges = _csv_rows(edges_file)
-    if not edges or any(len(r) != 2 for r in edges[1:]):
+    if edges and not edges[0][0].strip().lstrip("-").isdigit():
+        edges = edges[1:]  # a header
+    if any(len(r) != 2 for r in edges):
         raise SelfsupError(f"{edges_file}: every row must be two node ids (source, target)")
-    header, *rows = _csv_rows(nodes_file)
+    header, *rows = _csv_rows(nodes_file) or [[]]
     if not rows:
         raise SelfsupError(f"{nodes_file} holds no nodes")
+    lengths = sorted({len(r) for r in rows} - {len(header)})
+    if lengths:
+        raise SelfsupError(
+            f"{nodes_file}: rows of {lengths[0]} values under a header of {len(header)}; every node "
+            "needs the same number of features"
+        )
     label = header.index("label") if "label" in header else None
     try:
-        pairs = [[int(a), int(b)] for a, b in (edges[1:] if not edges[0][0].strip().lstrip("-").isdigit() else edges)]
+        pairs = [[int(a), int(b)] for a, b in edges]
         table = [[float(v) for j, v in enumerate(r) if j != label] for r in rows]
+        y = torch.tensor([int(float(r[label])) for r in rows]) if label is not None else None
     except ValueError as e:
         raise SelfsupError(f"{folder}: a value is not a number ({e})") from None
-    widths = {len(r) for r in table}
-    if len(widths) != 1:
-        raise SelfsupError(f"{nodes_file}: rows have {sorted(widths)} features; every node needs the same number")
-    y = torch.tensor([int(float(r[label])) for r in rows]) if label is not None else None
-    x = torch.tensor(table, dtype=torch.float32)
-    return _node_graph(x, torch.tensor(pairs, dtype=torch.long).T.reshape(2, -1), y, str(folder))
+    edge_index = torch.tensor(pairs, dtype=torch.long).reshape(-1, 2).T
+    return _node_graph(torch.tensor(table, dtype=torch.float32), edge_index, y, str(folder))
 
 
 def _csv_rows(path: Path) -> list[list[str]]:

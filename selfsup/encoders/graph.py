@@ -104,7 +104,9 @@ class GraphEncoder(nn.Module):
         center = getattr(graph, "center", None)
         if center is not None:
             return nodes[center]
-        return pyg().nn.global_mean_pool(nodes, graph.batch, size=graph.num_graphs)
+        return pyg().nn.global_mean_pool(
+            nodes, getattr(graph, "batch", None), size=getattr(graph, "num_graphs", None)
+        )
 
     def forward(self, graph: Any) -> Tensor:
         return self.readout(self.forward_nodes(graph.x, graph.edge_index), graph)

@@ -26,6 +26,7 @@ from selfsup.methods.colorization import Colorization, ColorizationConfig
 from selfsup.methods.colorization import encoder_inputs as lightness_inputs
 from selfsup.methods.data2vec import Data2Vec, Data2VecConfig
 from selfsup.methods.dino import DINO, DINOConfig
+from selfsup.methods.graphcl import GraphCL, GraphCLConfig
 from selfsup.methods.graphmae import GraphMAE, GraphMAEConfig
 from selfsup.methods.jigsaw import Jigsaw, JigsawConfig
 from selfsup.methods.mae import MAE, MAEConfig
@@ -183,6 +184,14 @@ METHODS: dict[str, MethodSpec] = {
         "bootstrapped graph latents: edge and feature-column dropping, online GNN + predictor "
         "regress an EMA target GNN's node embeddings of the other view (BYOL on graphs)",
         "Thakoor et al. 2022, arXiv:2102.06514",
+        modalities=("graph",),
+    ),
+    "graphcl": MethodSpec(
+        GraphCLConfig,
+        GraphCL,
+        "graph contrastive: two views by node dropping, subgraphs, edge perturbation or "
+        "attribute masking (20%), pooled GNN embeddings, projection head, NT-Xent (tau 0.2)",
+        "You et al. 2020, arXiv:2010.13902",
         modalities=("graph",),
     ),
 }
