@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("torch_geometric", reason="graphs need PyTorch Geometric: pip install 'selfsup[graph]'")
+pytest.importorskip(
+    "torch_geometric", reason="graphs need PyTorch Geometric: pip install 'selfsup[graph]'"
+)
 
 from torch_geometric.data import Data  # noqa: E402
 from torch_geometric.utils import k_hop_subgraph  # noqa: E402
@@ -46,7 +48,11 @@ def community_graph(path: Path, n: int = 120, classes: int = 3, seed: int = 0) -
     y = np.arange(n) % classes
     src = rng.integers(0, n, 6 * n)
     same = rng.random(len(src)) < 0.9
-    dst = np.where(same, (src + classes * rng.integers(1, n // classes, len(src))) % n, rng.integers(0, n, len(src)))
+    dst = np.where(
+        same,
+        (src + classes * rng.integers(1, n // classes, len(src))) % n,
+        rng.integers(0, n, len(src)),
+    )
     x = rng.normal(size=(n, 12)).astype(np.float32)
     x[np.arange(n), y] += 0.7
     keep = src != dst
@@ -176,7 +182,9 @@ def test_keep_nodes_matches_a_slow_reference():
     out = keep_nodes(graph, keep)
     kept = [i for i in range(graph.num_nodes) if keep[i]]
     new = {old: i for i, old in enumerate(kept)}
-    edges = sorted((new[s], new[t]) for s, t in graph.edge_index.T.tolist() if s in new and t in new)
+    edges = sorted(
+        (new[s], new[t]) for s, t in graph.edge_index.T.tolist() if s in new and t in new
+    )
     assert sorted(map(tuple, out.edge_index.T.tolist())) == edges
     torch.testing.assert_close(out.x, graph.x[kept])
     assert out.batch.tolist() == [int(graph.batch[i]) for i in kept]
@@ -253,9 +261,13 @@ def test_fanout_bounds_the_neighbours_drawn_per_node():
     hub = torch.zeros(n - 1, dtype=torch.long)
     edges = torch.stack([torch.arange(1, n), hub])  # 59 nodes point at node 0
     rowptr, col = _csr(edges, n)
-    one_hop = sample_neighbours(rowptr, col, torch.tensor([0]), (5,), torch.Generator().manual_seed(0))
+    one_hop = sample_neighbours(
+        rowptr, col, torch.tensor([0]), (5,), torch.Generator().manual_seed(0)
+    )
     assert len(one_hop) == 6 and one_hop[0] == 0
-    other = sample_neighbours(rowptr, col, torch.tensor([0]), (5,), torch.Generator().manual_seed(1))
+    other = sample_neighbours(
+        rowptr, col, torch.tensor([0]), (5,), torch.Generator().manual_seed(1)
+    )
     assert other.tolist() != one_hop.tolist()  # a random draw, not the first five
 
 
@@ -284,12 +296,23 @@ def test_csv_and_saved_data_read_as_the_npz(tmp_path):
     arrays = np.load(path)
     folder = tmp_path / "csv"
     folder.mkdir()
-    np.savetxt(folder / "edges.csv", arrays["edge_index"].T, fmt="%d", delimiter=",", header="source,target", comments="")
+    np.savetxt(
+        folder / "edges.csv",
+        arrays["edge_index"].T,
+        fmt="%d",
+        delimiter=",",
+        header="source,target",
+        comments="",
+    )
     header = ",".join([f"f{i}" for i in range(12)] + ["label"])
     table = np.concatenate([arrays["x"], arrays["y"][:, None]], axis=1)
     np.savetxt(folder / "nodes.csv", table, delimiter=",", header=header, comments="", fmt="%.6f")
     torch.save(
-        Data(x=torch.from_numpy(arrays["x"]), edge_index=torch.from_numpy(arrays["edge_index"]), y=torch.from_numpy(arrays["y"])),
+        Data(
+            x=torch.from_numpy(arrays["x"]),
+            edge_index=torch.from_numpy(arrays["edge_index"]),
+            y=torch.from_numpy(arrays["y"]),
+        ),
         tmp_path / "g.pt",
     )
     base = load_graphs(f"graph:{path}", "train")
@@ -305,7 +328,10 @@ def test_a_list_of_data_is_a_graph_level_set(tmp_path):
 
     graph = MODALITIES["graph"]
     batch = graph.tiny_batch(10)
-    graphs = [Data(x=g.x, edge_index=g.edge_index, y=torch.tensor([i % 2])) for i, g in enumerate(batch["graph"].to_data_list())]
+    graphs = [
+        Data(x=g.x, edge_index=g.edge_index, y=torch.tensor([i % 2]))
+        for i, g in enumerate(batch["graph"].to_data_list())
+    ]
     torch.save(graphs, tmp_path / "set.pt")
     train = load_graphs(f"graph:{tmp_path / 'set.pt'}", "train")
     assert len(train) == 8 and train.class_names == ["0", "1"]
@@ -317,10 +343,16 @@ def test_a_list_of_data_is_a_graph_level_set(tmp_path):
 @pytest.mark.parametrize(
     "arrays,message",
     [
-        ({"x": np.ones((4, 3)), "edge_index": np.array([[0, 1], [1, 4]])}, "names node 4 but the graph has nodes 0..3"),
+        (
+            {"x": np.ones((4, 3)), "edge_index": np.array([[0, 1], [1, 4]])},
+            "names node 4 but the graph has nodes 0..3",
+        ),
         ({"x": np.ones((4, 3)), "edge_index": np.array([[0, -1], [1, 2]])}, "names node -1"),
         ({"x": np.ones((4, 3)), "edge_index": np.zeros((2, 0), dtype=np.int64)}, "has no edges"),
-        ({"x": np.ones((4, 3)), "edge_index": np.array([[0, 1], [1, 2]]), "y": np.arange(3)}, "3 labels for 4 nodes"),
+        (
+            {"x": np.ones((4, 3)), "edge_index": np.array([[0, 1], [1, 2]]), "y": np.arange(3)},
+            "3 labels for 4 nodes",
+        ),
         ({"edge_index": np.array([[0, 1], [1, 2]])}, "no node features 'x'"),
     ],
 )
@@ -341,7 +373,18 @@ def test_csv_rows_of_different_lengths_are_refused(tmp_path):
 def test_the_cli_exits_2_on_dangling_edges(tmp_path):
     np.savez(tmp_path / "bad.npz", x=np.ones((4, 3)), edge_index=np.array([[0, 1], [1, 9]]))
     result = subprocess.run(
-        [sys.executable, "-m", "selfsup", "pretrain", "--method", "graphmae", "--data", f"graph:{tmp_path / 'bad.npz'}", "--max-steps", "1"],
+        [
+            sys.executable,
+            "-m",
+            "selfsup",
+            "pretrain",
+            "--method",
+            "graphmae",
+            "--data",
+            f"graph:{tmp_path / 'bad.npz'}",
+            "--max-steps",
+            "1",
+        ],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -374,7 +417,8 @@ def test_encoders_give_seed_rows_and_graph_means(name, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "method,encoder", [("graphmae", "gat"), ("bgrl", "gcn"), ("graphmae", "gin"), ("graphcl", "gin")]
+    "method,encoder",
+    [("graphmae", "gat"), ("bgrl", "gcn"), ("graphmae", "gin"), ("graphcl", "gin")],
 )
 def test_methods_learn_on_a_small_graph(method, encoder, tmp_path):
     """Forward, backward, no NaN, and 30 Adam steps lower the loss on one batch."""
@@ -399,7 +443,9 @@ def test_methods_learn_on_a_small_graph(method, encoder, tmp_path):
 
 def test_bgrl_target_starts_elsewhere_and_follows_by_ema():
     net = build_encoder("gcn", in_channels=8, hidden=16)
-    model = build_method("bgrl", {"momentum": 0.5}, net, DataInfo(modality="graph", node_features=8))
+    model = build_method(
+        "bgrl", {"momentum": 0.5}, net, DataInfo(modality="graph", node_features=8)
+    )
     online = dict(model.encoder.named_parameters())
     target = dict(model.target.named_parameters())
     name = next(n for n in online if n.endswith("lin.weight"))
@@ -425,3 +471,30 @@ def test_a_tiny_graphmae_run_evaluates_against_raw_features_and_propagation(tmp_
     accuracy = {row["encoder"]: row["accuracy"] for row in run.eval_rows}
     assert accuracy["graphmae"] > accuracy["raw"] + 0.1, accuracy
     assert "label-propagation" in accuracy and (tmp_path / "run" / "encoder.safetensors").is_file()
+
+
+# ---- WordNet ---------------------------------------------------------------------------------
+
+
+def test_a_synset_line_gives_its_label_noun_pointers_and_gloss():
+    from selfsup.data.wordnet import LEXNAMES, parse_synset
+
+    line = (
+        "02084071 05 n 03 dog 0 domestic_dog 0 Canis_familiaris 0 003 @ 02083346 n 0000 "
+        "#m 02083863 n 0000 + 01215481 v 0301 | a member of the genus Canis  \n"
+    )
+    offset, label, targets, gloss = parse_synset(line)
+    assert offset == 2084071 and LEXNAMES[label] == "noun.animal"
+    assert targets == [2083346, 2083863]  # the verb pointer is not a noun edge
+    assert gloss == "a member of the genus Canis"
+
+
+def test_the_wordnet_noun_graph_when_installed():
+    from selfsup.data.wordnet import WORDNET_DIR
+
+    if not (WORDNET_DIR / "data.noun").is_file():
+        pytest.skip("WordNet is not installed: apt-get install wordnet-base")
+    train, test = load_graphs("wordnet", "train"), load_graphs("wordnet", "test")
+    assert len(train) + len(test) == 82115 and len(train.class_names) == 26
+    assert train.num_features == 1000 and train.graph.edge_index.shape[1] > 200_000
+    assert set(train.labels().unique().tolist()) == set(range(26))

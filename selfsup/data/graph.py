@@ -74,7 +74,9 @@ class NodeGraph:
 def check_graph(x: Tensor, edge_index: Tensor, y: Tensor | None, where: str) -> None:
     """One-line errors for what would fail later, deep inside a GNN."""
     if x.ndim != 2 or x.shape[0] == 0:
-        raise SelfsupError(f"{where}: node features must be (N, F) with N > 0, got {tuple(x.shape)}")
+        raise SelfsupError(
+            f"{where}: node features must be (N, F) with N > 0, got {tuple(x.shape)}"
+        )
     if edge_index.ndim != 2 or edge_index.shape[0] != 2:
         raise SelfsupError(f"{where}: edge_index must be (2, E), got {tuple(edge_index.shape)}")
     if edge_index.shape[1] == 0:
@@ -222,8 +224,12 @@ def collate_graphs(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Whole graphs batched by PyG's ``Batch.from_data_list`` (features as float32), and the
     labels."""
     if "graph" not in samples[0]:
-        raise SelfsupError("node samples batch through their data set's collate, which holds the graph")
-    batch: dict[str, Any] = {"graph": pyg().data.Batch.from_data_list([s["graph"] for s in samples])}
+        raise SelfsupError(
+            "node samples batch through their data set's collate, which holds the graph"
+        )
+    batch: dict[str, Any] = {
+        "graph": pyg().data.Batch.from_data_list([s["graph"] for s in samples])
+    }
     batch["graph"].x = batch["graph"].x.float()
     if "label" in samples[0]:
         batch["label"] = torch.stack([torch.as_tensor(s["label"]) for s in samples])
@@ -240,7 +246,13 @@ def load_graphs(spec: str, split: Split) -> NodeDataset | GraphSetDataset:
     path = Path(rest).expanduser()
     if not path.exists():
         raise SelfsupError(f"{spec}: {path} does not exist")
-    loaded = _read_pt(path) if path.suffix == ".pt" else _read_npz(path) if path.suffix == ".npz" else _read_csv(path)
+    loaded = (
+        _read_pt(path)
+        if path.suffix == ".pt"
+        else _read_npz(path)
+        if path.suffix == ".npz"
+        else _read_csv(path)
+    )
     if isinstance(loaded, list):
         return GraphSetDataset(loaded, split, spec)
     return NodeDataset(loaded, split, spec)
@@ -252,7 +264,9 @@ def wordnet_graph(folder: Path | None) -> NodeGraph:
 
     source = wordnet_noun_file(folder or WORDNET_DIR)
     stat = source.stat()
-    key = hashlib.sha1(f"{source.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    key = hashlib.sha1(
+        f"{source.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()
+    ).hexdigest()[:12]
     cached = cache_dir("wordnet") / f"nouns-{key}.npz"
     if not cached.is_file():
         x, edges, y, words = read_wordnet_nouns(source)
@@ -261,7 +275,10 @@ def wordnet_graph(folder: Path | None) -> NodeGraph:
         tmp.replace(cached)
     with np.load(cached) as f:
         return NodeGraph(
-            torch.from_numpy(f["x"]), torch.from_numpy(f["edge_index"]), torch.from_numpy(f["y"]), LEXNAMES
+            torch.from_numpy(f["x"]),
+            torch.from_numpy(f["edge_index"]),
+            torch.from_numpy(f["y"]),
+            LEXNAMES,
         )
 
 
@@ -292,7 +309,9 @@ def _read_npz(path: Path) -> NodeGraph:
     else:
         raise SelfsupError(f"{path}: no 'edge_index' (2, E) or 'edges' (E, 2)")
     y = torch.from_numpy(arrays["y"]).long() if "y" in arrays else None
-    return _node_graph(torch.from_numpy(arrays["x"]), torch.from_numpy(np.asarray(edges)), y, str(path))
+    return _node_graph(
+        torch.from_numpy(arrays["x"]), torch.from_numpy(np.asarray(edges)), y, str(path)
+    )
 
 
 def _read_csv(folder: Path) -> NodeGraph:
@@ -301,7 +320,9 @@ def _read_csv(folder: Path) -> NodeGraph:
     edges_file, nodes_file = folder / "edges.csv", folder / "nodes.csv"
     for f in (edges_file, nodes_file):
         if not f.is_file():
-            raise SelfsupError(f"{folder}: a CSV graph needs edges.csv and nodes.csv, {f.name} is missing")
+            raise SelfsupError(
+                f"{folder}: a CSV graph needs edges.csv and nodes.csv, {f.name} is missing"
+            )
     edges = _csv_rows(edges_file)
     if edges and not edges[0][0].strip().lstrip("-").isdigit():
         edges = edges[1:]  # a header
@@ -347,7 +368,9 @@ def _read_pt(path: Path) -> NodeGraph | list[Any]:
         with torch.serialization.safe_globals(safe):
             loaded = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file
-        raise SelfsupError(f"{path}: not a saved PyG Data or list of Data ({str(e).splitlines()[0]})") from None
+        raise SelfsupError(
+            f"{path}: not a saved PyG Data or list of Data ({str(e).splitlines()[0]})"
+        ) from None
     if isinstance(loaded, dict):
         loaded = Data(**loaded)
     if isinstance(loaded, Data):
@@ -356,7 +379,9 @@ def _read_pt(path: Path) -> NodeGraph | list[Any]:
         raise SelfsupError(f"{path}: expected a PyG Data or a non-empty list of Data")
     widths = {g.x.shape[1] if g.x is not None and g.x.ndim == 2 else -1 for g in loaded}
     if len(widths) != 1 or -1 in widths:
-        raise SelfsupError(f"{path}: every graph needs node features x of one width, got {sorted(widths)}")
+        raise SelfsupError(
+            f"{path}: every graph needs node features x of one width, got {sorted(widths)}"
+        )
     for i, g in enumerate(loaded):
         check_graph(g.x, g.edge_index, None, f"{path}, graph {i}")
     return loaded

@@ -28,9 +28,7 @@ def pyg() -> Any:
     try:
         import torch_geometric
     except ImportError:
-        raise SelfsupError(
-            "graphs need PyTorch Geometric: pip install 'selfsup[graph]'"
-        ) from None
+        raise SelfsupError("graphs need PyTorch Geometric: pip install 'selfsup[graph]'") from None
     return torch_geometric
 
 

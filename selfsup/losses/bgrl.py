@@ -32,4 +32,8 @@ class BGRLLoss(nn.Module):
                 "expected four (N, D) tensors of equal shape, got "
                 + ", ".join(str(tuple(t.shape)) for t in (q1, q2, y1, y2))
             )
-        return 2 - F.cosine_similarity(q1, y2, dim=1).mean() - F.cosine_similarity(q2, y1, dim=1).mean()
+        return (
+            2
+            - F.cosine_similarity(q1, y2, dim=1).mean()
+            - F.cosine_similarity(q2, y1, dim=1).mean()
+        )

@@ -66,7 +66,9 @@ class GraphCL(nn.Module):
         self.encoder = encoder
         dim = encoder.embed_dim
         out = cfg.proj_dim or dim
-        self.projector = nn.Sequential(nn.Linear(dim, out), nn.ReLU(inplace=True), nn.Linear(out, out))
+        self.projector = nn.Sequential(
+            nn.Linear(dim, out), nn.ReLU(inplace=True), nn.Linear(out, out)
+        )
         self.loss = NTXentLoss(cfg.temperature)
 
     def view(self, graph: object) -> object:

@@ -65,7 +65,9 @@ class GraphMAE(nn.Module):
         graph = batch["graph"]
         x = graph.x  # (N, F)
         mask = graphmae_mask(x.shape[0], self.cfg.mask_rate, self.cfg.replace_rate)
-        nodes = self.encoder.forward_nodes(apply_node_mask(x, mask, self.mask_token), graph.edge_index)
+        nodes = self.encoder.forward_nodes(
+            apply_node_mask(x, mask, self.mask_token), graph.edge_index
+        )
         code = self.encoder_to_decoder(nodes)  # (N, D)
         code = code.index_fill(0, mask.masked.to(code.device), 0.0)  # re-mask
         recon = self.decoder(code, graph.edge_index)  # (N, F)

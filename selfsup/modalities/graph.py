@@ -146,7 +146,12 @@ class GraphModality:
             src = torch.cat([ring, (ring + 1) % n, ring[:1], ring[2:3]])
             dst = torch.cat([(ring + 1) % n, ring, ring[2:3], ring[:1]])
             x = torch.randn(n, 8, generator=g)
-            graphs.append({"graph": Data(x=x, edge_index=torch.stack([src, dst])), "label": torch.tensor(i % 2)})
+            graphs.append(
+                {
+                    "graph": Data(x=x, edge_index=torch.stack([src, dst])),
+                    "label": torch.tensor(i % 2),
+                }
+            )
         return collate_graphs(graphs)
 
 

@@ -83,7 +83,10 @@ def graph_of_node(graph: Any) -> Tensor:
 
 
 def choose_per_graph(
-    owner: Tensor, ratio: float, generator: torch.Generator | None = None, spare: Tensor | None = None
+    owner: Tensor,
+    ratio: float,
+    generator: torch.Generator | None = None,
+    spare: Tensor | None = None,
 ) -> Tensor:
     """(N,) bool: ⌊ratio · n_g⌋ random nodes of every graph g (``owner`` (N,) names each node's
     graph), never a node in ``spare`` (the seed nodes of a node-level batch)."""
@@ -130,8 +133,6 @@ def drop_nodes(graph: Any, ratio: float, generator: torch.Generator | None = Non
 def perturb_edges(graph: Any, ratio: float, generator: torch.Generator | None = None) -> Any:
     """GraphCL's edge perturbation: ⌊ratio · E⌋ random edges dropped and as many added, each
     between two random nodes of one graph."""
-    from torch_geometric.data import Data
-
     e = graph.edge_index.shape[1]
     k = int(ratio * e)
     kept = graph.edge_index[:, torch.randperm(e, generator=generator)[: e - k]]
@@ -141,10 +142,8 @@ def perturb_edges(graph: Any, ratio: float, generator: torch.Generator | None = 
     src = torch.randint(0, graph.num_nodes, (k,), generator=generator)
     g = owner[src]
     dst = starts[g] + (torch.rand(k, generator=generator) * sizes[g]).long()
-    out = Data(x=graph.x, edge_index=torch.cat([kept, torch.stack([src, dst])], 1))
-    for key in ("batch", "center", "num_graphs"):
-        if getattr(graph, key, None) is not None:
-            out[key] = graph[key]
+    out = graph.clone()  # features, batch and seeds as they were
+    out.edge_index = torch.cat([kept, torch.stack([src, dst])], 1)
     return out
 
 
