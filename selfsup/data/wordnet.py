@@ -65,7 +65,7 @@ def read_wordnet_nouns(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
     """The noun graph of ``data.noun``: uint8 features (N, vocab), int64 undirected edges
     (2, E) without duplicates, int64 labels (N,), and the feature words."""
-    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS  # type: ignore[import-untyped]
 
     offsets, labels, pointers, glosses = [], [], [], []
     with path.open(encoding="utf-8", errors="replace") as f:
