@@ -45,13 +45,20 @@ def test_modality_offers_the_whole_protocol(name):
 def test_tiny_batch_feeds_the_default_encoder(name):
     modality = MODALITIES[name]
     batch = modality.tiny_batch(4, seed=0)
-    assert batch[modality.input_key].shape[0] == 4 and batch["label"].shape == (4,)
-    samples = [{k: v[i] for k, v in batch.items() if k != "padding"} for i in range(4)]
-    again = modality.collate(samples)
-    torch.testing.assert_close(
-        again[modality.input_key], batch[modality.input_key], equal_nan=True
-    )  # audio marks its padding with NaN
+    assert batch["label"].shape == (4,)
+    if name != "graph":  # a graph batch is one PyG Batch of 4 graphs, not stacked samples
+        assert batch[modality.input_key].shape[0] == 4
+        samples = [{k: v[i] for k, v in batch.items() if k != "padding"} for i in range(4)]
+        again = modality.collate(samples)
+        torch.testing.assert_close(
+            again[modality.input_key], batch[modality.input_key], equal_nan=True
+        )  # audio marks its padding with NaN
     x = batch[modality.input_key]
+    if isinstance(x, torch.Tensor):  # a graph batch is a PyG Batch, split by its own rules
+        assert x.shape[0] == 4
+        samples = [{k: v[i] for k, v in batch.items() if k != "padding"} for i in range(4)]
+        again = modality.collate(samples)
+        torch.testing.assert_close(again[modality.input_key], batch[modality.input_key])
     if name == "image":
         info = DataInfo(channels=x.shape[1], image_size=x.shape[-1])
     elif name == "pairs":
@@ -63,6 +70,8 @@ def test_tiny_batch_feeds_the_default_encoder(name):
         )
     elif name == "audio":  # (B, samples) waveforms
         info = DataInfo(modality=name, max_length=x.shape[1], sample_rate=8000)
+    elif name == "graph":
+        info = DataInfo(modality=name, node_features=x.x.shape[1])
     else:  # text reads the vocabulary and length; series the channels (the last axis)
         info = DataInfo(modality=name, channels=x.shape[-1], vocab_size=64, max_length=x.shape[1])
     encoder = build_encoder(
@@ -83,6 +92,8 @@ def _small(modality: Modality) -> dict:
         }
     if "width" in defaults:
         return {"width": 4}
+    if "hidden" in defaults:
+        return {"hidden": 16}
     return {"embed_dim": 16, "depth": 1, "num_heads": 2}
 
 

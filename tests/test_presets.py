@@ -94,12 +94,26 @@ def _openclipart_pairs(folder: Path) -> str:
     return f"pairs:{folder / 'pairs' / 'clipart'}"
 
 
+def _wordnet(folder: Path) -> str:
+    """A labelled graph with bag-of-words node features, as the WordNet noun graph: a ring
+    with chords, 16 binary features a node."""
+    rng = np.random.default_rng(0)
+    ring = np.arange(SAMPLES)
+    src = np.concatenate([ring, ring])
+    dst = np.concatenate([(ring + 1) % SAMPLES, (ring + 7) % SAMPLES])
+    x = (rng.random((SAMPLES, 16)) < 0.2).astype(np.uint8)
+    edges = np.stack([np.concatenate([src, dst]), np.concatenate([dst, src])])
+    np.savez(folder / "wordnet.npz", x=x, edge_index=edges, y=ring % 4)
+    return f"graph:{folder / 'wordnet.npz'}"
+
+
 STAND_INS = {
     "fashion-mnist": _fashion_mnist,
     "fortunes": _fortunes,
     "openclipart": _openclipart,
     "asterisk": _asterisk,
     "openclipart-pairs": _openclipart_pairs,
+    "wordnet": _wordnet,
 }
 """A tiny source of the same modality and shape for each data set a preset may name that a
 machine can lack; the embedded digits need none. A preset on a data set not listed here runs

@@ -12,7 +12,7 @@ class DataInfo:
 
     Image data fill ``channels`` and ``image_size``; text data (``modality="text"``, batches
     ``{"tokens": int64 (B, L)}``) fill ``vocab_size``, ``max_length`` and ``tokenizer``, and
-    leave the image fields 0.
+    leave the image fields 0; graph data fill ``node_features``.
     """
 
     channels: int = 0
@@ -33,3 +33,5 @@ class DataInfo:
     """Audio: the rate (Hz) every recording was resampled to."""
     max_samples: int = 0
     """Audio: samples per (cut or padded) recording."""
+    node_features: int = 0
+    """Features per node (graph only: batches ``{"graph": PyG Data}``)."""

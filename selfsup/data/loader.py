@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from selfsup.data.images import Sample
 from selfsup.errors import SelfsupError
@@ -23,6 +23,14 @@ def collate_samples(samples: Sequence[Sample]) -> dict[str, Tensor]:
     """Stack each key of the samples: images (C, H, W) -> (B, C, H, W), labels (a 0-d tensor
     or a Python int) -> (B,)."""
     return {key: torch.stack([torch.as_tensor(s[key]) for s in samples]) for key in samples[0]}
+
+
+def own_collate(dataset: Dataset[Sample]) -> Collate | None:
+    """The ``collate`` a data set (under any ``Subset`` wrappers) brings for its samples, or
+    None: samples that are not tensors of one shape (a graph's node ids) batch their own way."""
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    return getattr(dataset, "collate", None)
 
 
 def make_loader(
@@ -50,8 +58,10 @@ def make_loader(
         drop_last: drop the last incomplete batch (keep True for training: contrastive
             losses and batch norm want full batches; set False to extract features).
         pin_memory: page-locked batches for a faster copy to a GPU; None = when CUDA exists.
-        collate: samples -> batch; None stacks every key (`collate_samples`), which needs
-            inputs of one shape: pass a padding one for variable-length inputs.
+        collate: samples -> batch; None uses the data set's own ``collate`` if it has one
+            (graphs: a sampled neighbourhood, PyG's batching), else stacks every key
+            (`collate_samples`), which needs inputs of one shape: pass a padding one for
+            variable-length inputs.
     """
     if batch_size < 1:
         raise SelfsupError(f"batch size must be at least 1, got {batch_size}")
@@ -71,7 +81,7 @@ def make_loader(
         shuffle=sampler is None and shuffle,
         sampler=sampler,
         num_workers=num_workers,
-        collate_fn=collate or collate_samples,
+        collate_fn=collate or own_collate(dataset) or collate_samples,
         pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
         drop_last=drop_last,
         persistent_workers=num_workers > 0,

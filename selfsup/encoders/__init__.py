@@ -24,6 +24,7 @@ from torch import nn
 from selfsup.encoders.convnet import ConvNet
 from selfsup.encoders.dual import DualEncoder
 from selfsup.encoders.dilated import DilatedConvEncoder
+from selfsup.encoders.graph import GNNKind, GraphEncoder
 from selfsup.encoders.resnet import NormKind, ResNet
 from selfsup.encoders.transformer import PositionKind, TextPoolKind, TextTransformer
 from selfsup.encoders.video_vit import VideoTransformer
@@ -56,6 +57,7 @@ INPUTS: dict[str, tuple[str, ...]] = {
     "pairs": ("in_channels", "image_size", "vocab_size", "max_length", "pad_id"),
     "series": ("in_channels",),
     "video": ("in_channels", "image_size", "frames"),
+    "graph": ("in_channels",),
 }
 
 
@@ -224,6 +226,29 @@ def _video_vit(
         mlp_ratio=mlp_ratio,
     )
 
+
+def _gnn(
+    *,
+    in_channels: int,
+    kind: GNNKind,
+    hidden: int,
+    num_layers: int,
+    heads: int,
+    norm: str,
+    dropout: float,
+) -> GraphEncoder:
+    return GraphEncoder(
+        in_channels=in_channels,
+        kind=kind,
+        hidden=hidden,
+        num_layers=num_layers,
+        heads=heads,
+        norm=norm,  # type: ignore[arg-type]
+        dropout=dropout,
+    )
+
+
+_GNN_DEFAULTS: dict[str, Any] = {"num_layers": 2, "heads": 4, "norm": "batch", "dropout": 0.0}
 
 _TEXT_DEFAULTS: dict[str, Any] = {
     "mlp_ratio": 4.0,
@@ -395,6 +420,33 @@ ENCODERS: dict[str, EncoderSpec] = {
             "mlp_ratio": 4.0,
         },
         modality="video",
+    ),
+    "gcn": EncoderSpec(
+        builder=_gnn,
+        description=(
+            "GCN (Kipf & Welling) from PyG, 2 layers, width 256, BatchNorm + PReLU as in BGRL; "
+            "node embeddings of the sampled neighbourhood, the seed node's (or a graph's mean) pooled"
+        ),
+        defaults={**_GNN_DEFAULTS, "kind": "gcn", "hidden": 256},
+        modality="graph",
+    ),
+    "gin": EncoderSpec(
+        builder=_gnn,
+        description=(
+            "GIN (Xu et al.) from PyG, 2 layers, width 256, MLP aggregators; the graph-level "
+            "encoder of GraphCL and GraphMAE; num_layers=3-5 for graph classification"
+        ),
+        defaults={**_GNN_DEFAULTS, "kind": "gin", "hidden": 256},
+        modality="graph",
+    ),
+    "gat": EncoderSpec(
+        builder=_gnn,
+        description=(
+            "GAT (Velickovic et al.) from PyG, 2 layers, width 256 over 4 heads; GraphMAE's "
+            "node-level encoder (the paper: 512 wide on Cora)"
+        ),
+        defaults={**_GNN_DEFAULTS, "kind": "gat", "hidden": 256},
+        modality="graph",
     ),
 }
 

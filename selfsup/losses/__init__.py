@@ -1,6 +1,7 @@
 """Losses: small ``nn.Module``s, pure tensors in, a scalar out; each docstring gives the formula."""
 
 from selfsup.losses.barlow import BarlowTwinsLoss
+from selfsup.losses.bgrl import BGRLLoss
 from selfsup.losses.byol import BYOLLoss
 from selfsup.losses.data2vec import Data2VecLoss, data2vec_targets
 from selfsup.losses.dino import DINOLoss
@@ -9,11 +10,13 @@ from selfsup.losses.mae import MAELoss, patchify, unpatchify
 from selfsup.losses.mlm import MaskedTokenLoss, causal_lm_loss
 from selfsup.losses.mocov3 import MoCoV3Loss
 from selfsup.losses.ntxent import NTXentLoss
+from selfsup.losses.sce import ScaledCosineError
 from selfsup.losses.simmim import SimMIMLoss
 from selfsup.losses.simsiam import SimSiamLoss
 from selfsup.losses.vicreg import VICRegLoss
 
 __all__ = [
+    "BGRLLoss",
     "BarlowTwinsLoss",
     "BYOLLoss",
     "DINOLoss",
@@ -24,6 +27,7 @@ __all__ = [
     "MaskedTokenLoss",
     "MoCoV3Loss",
     "NTXentLoss",
+    "ScaledCosineError",
     "SimMIMLoss",
     "SimSiamLoss",
     "VICRegLoss",

@@ -20,6 +20,7 @@ from selfsup.errors import SelfsupError
 from selfsup.methods.align import ALIGN, ALIGNConfig
 from selfsup.methods.barlow import BarlowTwins, BarlowTwinsConfig
 from selfsup.methods.beit import BEiT, BEiTConfig
+from selfsup.methods.bgrl import BGRL, BGRLConfig
 from selfsup.methods.byol import BYOL, BYOLConfig
 from selfsup.methods.clip import CLIP, CLIPConfig
 from selfsup.methods.clm import CLM, CLMConfig
@@ -27,6 +28,8 @@ from selfsup.methods.colorization import Colorization, ColorizationConfig
 from selfsup.methods.colorization import encoder_inputs as lightness_inputs
 from selfsup.methods.data2vec import Data2Vec, Data2VecConfig
 from selfsup.methods.dino import DINO, DINOConfig
+from selfsup.methods.graphcl import GraphCL, GraphCLConfig
+from selfsup.methods.graphmae import GraphMAE, GraphMAEConfig
 from selfsup.methods.jigsaw import Jigsaw, JigsawConfig
 from selfsup.methods.mae import MAE, MAEConfig
 from selfsup.methods.mlm import MLM, MLMConfig
@@ -220,6 +223,30 @@ METHODS: dict[str, MethodSpec] = {
         "every slice); the encoder sees the rest, a light decoder regresses normalised pixels",
         "Tong et al. 2022, arXiv:2203.12602",
         modalities=("video",),
+    ),
+    "graphmae": MethodSpec(
+        GraphMAEConfig,
+        GraphMAE,
+        "masked graph autoencoder: [MASK] half the nodes' features, re-mask the codes, a "
+        "one-layer GNN decodes them; scaled cosine error on the masked nodes",
+        "Hou et al. 2022, arXiv:2205.10803",
+        modalities=("graph",),
+    ),
+    "bgrl": MethodSpec(
+        BGRLConfig,
+        BGRL,
+        "bootstrapped graph latents: edge and feature-column dropping, online GNN + predictor "
+        "regress an EMA target GNN's node embeddings of the other view (BYOL on graphs)",
+        "Thakoor et al. 2022, arXiv:2102.06514",
+        modalities=("graph",),
+    ),
+    "graphcl": MethodSpec(
+        GraphCLConfig,
+        GraphCL,
+        "graph contrastive: two views by node dropping, subgraphs, edge perturbation or "
+        "attribute masking (20%), pooled GNN embeddings, projection head, NT-Xent (tau 0.2)",
+        "You et al. 2020, arXiv:2010.13902",
+        modalities=("graph",),
     ),
 }
 

@@ -157,13 +157,14 @@ class Modality(Protocol):
 
 def _registry() -> dict[str, Modality]:
     from selfsup.modalities.audio import AUDIO
+    from selfsup.modalities.graph import GRAPH
     from selfsup.modalities.image import IMAGE
     from selfsup.modalities.pairs import PAIRS
     from selfsup.modalities.series import SERIES
     from selfsup.modalities.text import TEXT
     from selfsup.modalities.video import VIDEO
 
-    return {m.name: m for m in (IMAGE, TEXT, AUDIO, PAIRS, SERIES, VIDEO)}
+    return {m.name: m for m in (IMAGE, TEXT, AUDIO, PAIRS, SERIES, VIDEO, GRAPH)}
 
 
 MODALITIES: dict[str, Modality] = _registry()
