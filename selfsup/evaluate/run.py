@@ -69,6 +69,10 @@ def evaluate_run(
     if data_spec is None:
         raise SelfsupError("no labelled data to evaluate on: pass --data")
     modality = _data_modality(encoder, data_spec)
+    if "robustness" in ev.protocols and not modality.corruptions:
+        from selfsup.modalities import no_shifts
+
+        raise no_shifts(modality.name)
     options = modality.eval_options(spec, cfg.data if cfg else None)
     train_set = _labelled(modality, data_spec, "train", run_dir, options)
     test_set = _labelled(modality, data_spec, "test", run_dir, options)

@@ -171,6 +171,11 @@ MODALITIES: dict[str, Modality] = _registry()
 """Every modality by name: the one registry line a new kind of data adds is in ``_registry``."""
 
 
+def no_shifts(name: str) -> SelfsupError:
+    """The error of ``corrupted`` for a modality whose ``corruptions`` are empty."""
+    return SelfsupError(f"the robustness protocol has no distribution shifts for {name} data yet")
+
+
 def get_modality(name: str) -> Modality:
     """The modality called ``name``; a clear error naming the known ones otherwise."""
     if name not in MODALITIES:

@@ -32,6 +32,7 @@ MAX_SECONDS = 600.0
 class AudioModality:
     name = "audio"
     input_key = "audio"
+    corruptions: tuple[str, ...] = ()
     sources = AUDIO_DATASETS
     default_encoder = "wav2vec2-tiny"
     finetune_augment: Callable[[Tensor], Tensor] | None = None
@@ -113,6 +114,36 @@ class AudioModality:
         batch["padding"] = batch[self.input_key].isnan()  # (B, T)
         return batch
 
+    def raw_features(self, train: Any, test: Any, ev: EvalConfig) -> tuple[Tensor, Tensor]:
+        """Each utterance's MFCC mean and standard deviation (26 numbers)."""
+        return self._mfcc_stats(train, ev)[0], self._mfcc_stats(test, ev)[0]
+
+    def _mfcc_stats(self, dataset: Any, ev: EvalConfig) -> tuple[Tensor, Tensor]:
+        from selfsup.evaluate.features import map_batches, root_dataset
+        from selfsup.views.spectrogram import mfcc_stats
+
+        rate = root_dataset(dataset).sample_rate
+        x, y = map_batches(
+            lambda wave: mfcc_stats(*split_padding(wave), rate),
+            dataset,
+            batch_size=ev.batch_size,
+            input_key=self.input_key,
+        )
+        if y is None:
+            raise SelfsupError("the MFCC baseline needs labelled audio")
+        return x, y
+
+    def example_input(self, encoder: nn.Module, batch_size: int, seed: int = 0) -> Tensor:
+        """One second of random waveform at the encoder's sample rate: (B, rate) float."""
+        rate = int((getattr(encoder, "build_args", None) or {}).get("sample_rate", 8000))
+        g = torch.Generator().manual_seed(seed)
+        return 0.1 * torch.randn(batch_size, rate, generator=g)
+
+    def corrupted(self, dataset: Any, kind: str, severity: int, seed: int = 0) -> Any:
+        from selfsup.modalities import no_shifts
+
+        raise no_shifts(self.name)
+
     def raw_baseline(
         self,
         train: Any,
@@ -122,24 +153,10 @@ class AudioModality:
         progress: Callable[[str], None],
     ) -> list[dict[str, Any]]:
         """Linear probe and kNN on each utterance's MFCC mean and std (26 numbers)."""
-        from selfsup.evaluate.features import map_batches, root_dataset
         from selfsup.evaluate.protocol import FeatureSet, evaluate_features
-        from selfsup.views.spectrogram import mfcc_stats
 
-        def stats(dataset: Any) -> tuple[Tensor, Tensor]:
-            rate = root_dataset(dataset).sample_rate
-            x, y = map_batches(
-                lambda wave: mfcc_stats(*split_padding(wave), rate),
-                dataset,
-                batch_size=ev.batch_size,
-                input_key=self.input_key,
-            )
-            if y is None:
-                raise SelfsupError("the MFCC baseline needs labelled audio")
-            return x, y
-
-        train_x, train_y = stats(train)
-        test_x, test_y = stats(test)
+        train_x, train_y = self._mfcc_stats(train, ev)
+        test_x, test_y = self._mfcc_stats(test, ev)
         rows = evaluate_features(
             {"raw": FeatureSet(train_x, train_y, test_x, test_y)},
             fractions=ev.label_fractions,

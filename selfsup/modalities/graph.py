@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 class GraphModality:
     name = "graph"
     input_key = "graph"
+    corruptions: tuple[str, ...] = ()
     sources = GRAPH_SOURCES
     default_encoder = "gcn"
     finetune_augment: Callable[[Tensor], Tensor] | None = None
@@ -92,6 +93,21 @@ class GraphModality:
     def collate(self, samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
         """Whole graphs (graph-level samples); node samples need their data set's collate."""
         return collate_graphs(samples)
+
+    def raw_features(self, train: Any, test: Any, ev: EvalConfig) -> tuple[Tensor, Tensor]:
+        """The raw node features (graph-level: each graph's mean)."""
+        return features_of(train)[0], features_of(test)[0]
+
+    def example_input(self, encoder: nn.Module, batch_size: int, seed: int = 0) -> Tensor:
+        raise SelfsupError(
+            "a graph encoder reads a PyG batch (features, edges, batch vector), not one tensor: "
+            "ONNX export of graph encoders is not supported yet"
+        )
+
+    def corrupted(self, dataset: Any, kind: str, severity: int, seed: int = 0) -> Any:
+        from selfsup.modalities import no_shifts
+
+        raise no_shifts(self.name)
 
     def raw_baseline(
         self,

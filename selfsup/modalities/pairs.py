@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 class PairsModality:
     name = "pairs"
     input_key = "image"
+    corruptions: tuple[str, ...] = ()
     sources = PAIR_DATASETS
     default_encoder = "clip-tiny"
     finetune_augment = IMAGE.finetune_augment
@@ -130,6 +131,19 @@ class PairsModality:
 
     def collate(self, samples: Sequence[dict[str, Tensor]]) -> dict[str, Tensor]:
         return collate_samples(samples)
+
+    def raw_features(self, train: Any, test: Any, ev: EvalConfig) -> tuple[Tensor, Tensor]:
+        """The pixels, as for images (the probes read the image tower)."""
+        return IMAGE.raw_features(train, test, ev)
+
+    def example_input(self, encoder: nn.Module, batch_size: int, seed: int = 0) -> Tensor:
+        """Images for the image tower, which is what the two-tower encoder's ``forward`` reads."""
+        return IMAGE.example_input(encoder, batch_size, seed)
+
+    def corrupted(self, dataset: Any, kind: str, severity: int, seed: int = 0) -> Any:
+        from selfsup.modalities import no_shifts
+
+        raise no_shifts(self.name)
 
     def raw_baseline(
         self,

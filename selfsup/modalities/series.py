@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 class SeriesModality:
     name = "series"
     input_key = "series"
+    corruptions: tuple[str, ...] = ()
     sources = SERIES_SOURCES
     default_encoder = "ts2vec-dilated"
     finetune_augment: Callable[[Tensor], Tensor] | None = None
@@ -80,6 +81,22 @@ class SeriesModality:
 
     def collate(self, samples: Sequence[dict[str, Tensor]]) -> dict[str, Tensor]:
         return collate_samples(samples)
+
+    def raw_features(self, train: Any, test: Any, ev: EvalConfig) -> tuple[Tensor, Tensor]:
+        """The raw values, flattened (NaN as 0, zero-padded to the longer split)."""
+        train_x, _, test_x, _ = raw_features(train, test, ev.batch_size)
+        return train_x, test_x
+
+    def example_input(self, encoder: nn.Module, batch_size: int, seed: int = 0) -> Tensor:
+        """Random series of 64 steps in the encoder's channels: (B, 64, C) float."""
+        channels = int((getattr(encoder, "build_args", None) or {}).get("in_channels", 1))
+        g = torch.Generator().manual_seed(seed)
+        return torch.randn(batch_size, 64, channels, generator=g)
+
+    def corrupted(self, dataset: Any, kind: str, severity: int, seed: int = 0) -> Any:
+        from selfsup.modalities import no_shifts
+
+        raise no_shifts(self.name)
 
     def raw_baseline(
         self,

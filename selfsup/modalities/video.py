@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 class VideoModality:
     name = "video"
     input_key = "video"
+    corruptions: tuple[str, ...] = ()
     sources = VIDEO_SOURCES
     default_encoder = "video-vit-tiny"
     finetune_augment: Callable[[Tensor], Tensor] | None = None
@@ -90,6 +91,29 @@ class VideoModality:
 
     def collate(self, samples: Sequence[dict[str, Tensor]]) -> dict[str, Tensor]:
         return collate_samples(samples)
+
+    def raw_features(self, train: Any, test: Any, ev: EvalConfig) -> tuple[Tensor, Tensor]:
+        """Every frame's pixels scaled to [0, 1], flattened: (N, T·C·H·W)."""
+        from selfsup.evaluate.features import stream_inputs
+
+        def pixels(dataset: Any) -> Tensor:
+            return stream_inputs(dataset, self.input_key, ev.batch_size)[0].flatten(1).float() / 255
+
+        return pixels(train), pixels(test)
+
+    def example_input(self, encoder: nn.Module, batch_size: int, seed: int = 0) -> Tensor:
+        """Random uint8 clips as ``to_input`` makes them: (B, T, C, H, W) float."""
+        build = getattr(encoder, "build_args", None) or {}
+        channels, size = int(build.get("in_channels", 1)), int(build.get("image_size", 32))
+        frames = int(build.get("frames", 8))
+        g = torch.Generator().manual_seed(seed)
+        clips = torch.randint(0, 256, (batch_size, frames, channels, size, size), generator=g)
+        return self.to_input(encoder)(clips.to(torch.uint8))
+
+    def corrupted(self, dataset: Any, kind: str, severity: int, seed: int = 0) -> Any:
+        from selfsup.modalities import no_shifts
+
+        raise no_shifts(self.name)
 
     def raw_baseline(
         self,
