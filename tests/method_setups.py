@@ -144,6 +144,16 @@ def video_batch(size: int, seed: int = 0) -> dict[str, torch.Tensor]:
     return {"video": clips}
 
 
+def graph_setup(size: int) -> tuple[DataInfo, nn.Module, dict]:
+    """A PyG batch of ``size`` small random graphs (the graph modality's tiny batch) and a GCN."""
+    from selfsup.modalities import MODALITIES
+
+    batch = MODALITIES["graph"].tiny_batch(size, seed=0)
+    features = batch["graph"].x.shape[1]
+    info = DataInfo(modality="graph", node_features=features)
+    return info, build_encoder("gcn", in_channels=features), batch
+
+
 def setup(name: str, modality: str, size: int) -> tuple[DataInfo, nn.Module, dict]:
     """(data info, encoder, batch) for method ``name`` on ``modality`` (series, video, audio,
     pairs and text; the image cases choose their channels and sizes themselves)."""
@@ -155,6 +165,8 @@ def setup(name: str, modality: str, size: int) -> tuple[DataInfo, nn.Module, dic
         return audio_setup(name, size)
     if modality == "pairs":
         return pair_info(), pair_encoder(), pair_batch(size)
+    if modality == "graph":
+        return graph_setup(size)
     return text_info(), text_encoder(name), text_batch(size)
 
 

@@ -21,7 +21,7 @@ from selfsup.errors import SelfsupError
 from selfsup.methods import METHODS, DataInfo, build_method
 
 IMAGE_CASES = [(n, m) for n, m in cases() if m == "image"]
-TEXT_CASES = [(n, m) for n, m in cases() if m not in ("image", "pairs", "audio")]
+TEXT_CASES = [(n, m) for n, m in cases() if m not in ("image", "pairs", "audio")]  # and series, ...
 PAIR_CASES = [(n, m) for n, m in cases() if m == "pairs"]
 
 
