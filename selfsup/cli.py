@@ -240,7 +240,9 @@ def _federated_section(args: argparse.Namespace) -> dict[str, Any]:
             try:
                 fed["alpha"] = float(value)
             except ValueError:
-                raise SelfsupError(f"--partition dirichlet:ALPHA needs a number, got {value!r}") from None
+                raise SelfsupError(
+                    f"--partition dirichlet:ALPHA needs a number, got {value!r}"
+                ) from None
         elif scheme == "column":
             fed["partition_column"] = value
     return {k: v for k, v in fed.items() if v is not None}
@@ -251,7 +253,9 @@ def cmd_federate(args: argparse.Namespace) -> None:
         from selfsup.federated import join
 
         if args.client_id is None:
-            raise SelfsupError("--join needs --client-id K: which share of the data this client holds")
+            raise SelfsupError(
+                "--join needs --client-id K: which share of the data this client holds"
+            )
         join(args.join, args.client_id, folder=args.out)
         return
     from selfsup.federated import federate
@@ -511,7 +515,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="threads (default: Flower clients over loopback gRPC in this process) or ray "
         "(Flower's simulation engine; for GPUs and many cores)",
     )
-    g.add_argument("--serve", metavar="HOST:PORT", help="run the Flower server for client processes")
+    g.add_argument(
+        "--serve", metavar="HOST:PORT", help="run the Flower server for client processes"
+    )
     g.add_argument(
         "--join", metavar="HOST:PORT", help="run one client of the federation served there"
     )

@@ -296,7 +296,9 @@ class FederatedConfig:
                 f"got {self.min_clients}"
             )
         if not 0 < self.fraction_fit <= 1:
-            raise SelfsupError(f"federated.fraction_fit must lie in (0, 1], got {self.fraction_fit}")
+            raise SelfsupError(
+                f"federated.fraction_fit must lie in (0, 1], got {self.fraction_fit}"
+            )
         if self.proximal_mu < 0:
             raise SelfsupError(f"federated.proximal_mu must be 0 or more, got {self.proximal_mu}")
 

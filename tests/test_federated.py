@@ -84,7 +84,8 @@ def test_a_partition_reads_its_samples_of_the_whole_set():
 
 
 needs_flower = pytest.mark.skipif(
-    importlib.util.find_spec("flwr") is None, reason='needs Flower: pip install "selfsup[federated]"'
+    importlib.util.find_spec("flwr") is None,
+    reason='needs Flower: pip install "selfsup[federated]"',
 )
 
 
@@ -109,7 +110,13 @@ def test_aggregate_of_each_round_is_the_weighted_mean_of_the_clients(tmp_path, m
     monkeypatch.setattr(fl.LocalTrainer, "fit", spy)
     run = federate(
         **TINY,
-        federated={"clients": 3, "rounds": 2, "local_steps": 2, "partition": "dirichlet", "alpha": 5.0},
+        federated={
+            "clients": 3,
+            "rounds": 2,
+            "local_steps": 2,
+            "partition": "dirichlet",
+            "alpha": 5.0,
+        },
         out=str(tmp_path / "run"),
         evaluate=False,
     )
@@ -121,7 +128,9 @@ def test_aggregate_of_each_round_is_the_weighted_mean_of_the_clients(tmp_path, m
         )["method"]
         weights = np.array([n for _, n in sent[round_]], dtype=np.float64)
         for i, (key, value) in enumerate(ckpt.items()):
-            mean = sum(w * arrays[i] for (arrays, _), w in zip(sent[round_], weights)) / weights.sum()
+            mean = (
+                sum(w * arrays[i] for (arrays, _), w in zip(sent[round_], weights)) / weights.sum()
+            )
             if value.is_floating_point():
                 np.testing.assert_allclose(value.numpy(), mean, rtol=1e-5, atol=1e-6, err_msg=key)
             else:
@@ -131,13 +140,17 @@ def test_aggregate_of_each_round_is_the_weighted_mean_of_the_clients(tmp_path, m
         assert not np.allclose(spread[0], spread[1])  # the clients really trained apart
         assert list(ckpt)[0] == first
     # round 2 starts every client from round 1's aggregate
-    ckpt1 = torch.load(run.run_dir / "checkpoints" / "step-000002.ckpt", weights_only=True)["method"]
+    ckpt1 = torch.load(run.run_dir / "checkpoints" / "step-000002.ckpt", weights_only=True)[
+        "method"
+    ]
     for arrays in received[2]:
         for a, value in zip(arrays, ckpt1.values()):
             np.testing.assert_allclose(a, value.float().numpy(), rtol=0, atol=0)
     log = json.loads((run.run_dir / "federated.json").read_text())
     assert [r["trained"] for r in log["rounds"]] == [[0, 1, 2], [0, 1, 2]]
-    assert (run.run_dir / "encoder.safetensors").is_file() and (run.run_dir / "metrics.csv").is_file()
+    assert (run.run_dir / "encoder.safetensors").is_file() and (
+        run.run_dir / "metrics.csv"
+    ).is_file()
 
 
 def _port() -> int:
@@ -157,6 +170,30 @@ def _cli(*args: str, log: Path) -> subprocess.Popen:
         stdout=log.open("w"),
         stderr=subprocess.STDOUT,
     )
+
+
+def _federation(
+    tmp_path: Path, address: str, run: Path, fed: list[str], clients: int
+) -> tuple[subprocess.Popen, list[subprocess.Popen]]:
+    """A server process serving ``address`` and client processes 0..clients-1 joining it."""
+    server = _cli(
+        "federate", "--serve", address, *fed, *TINY_FLAGS, "--out", str(run),
+        log=tmp_path / "server.log",
+    )  # fmt: skip
+    joined = [
+        _cli(
+            "federate",
+            "--join",
+            address,
+            "--client-id",
+            str(k),
+            "--out",
+            str(tmp_path / f"c{k}"),
+            log=tmp_path / f"client{k}.log",
+        )  # fmt: skip
+        for k in range(clients)
+    ]
+    return server, joined
 
 
 def _finish(server: subprocess.Popen, clients: list[subprocess.Popen], logs: Path) -> None:
@@ -180,18 +217,16 @@ def test_a_server_and_two_client_processes_train_over_loopback(tmp_path):
     address = f"127.0.0.1:{_port()}"
     run = tmp_path / "run"
     fed = ["--clients", "2", "--rounds", "2", "--local-steps", "2"]
-    server = _cli("federate", "--serve", address, *fed, *TINY_FLAGS, "--out", str(run), log=tmp_path / "server.log")
-    clients = [
-        _cli("federate", "--join", address, "--client-id", str(k), "--out", str(tmp_path / f"c{k}"), log=tmp_path / f"client{k}.log")
-        for k in range(2)
-    ]  # fmt: skip
+    server, clients = _federation(tmp_path, address, run, fed, clients=2)
     _finish(server, clients, tmp_path)
     log = json.loads((run / "federated.json").read_text())
     assert [(r["round"], r["trained"], r["dropped"]) for r in log["rounds"]] == [
         (1, [0, 1], []),
         (2, [0, 1], []),
     ]
-    assert (run / "encoder.safetensors").is_file() and (run / "checkpoints" / "step-000004.ckpt").is_file()
+    assert (run / "encoder.safetensors").is_file() and (
+        run / "checkpoints" / "step-000004.ckpt"
+    ).is_file()
     assert all(c.returncode == 0 for c in clients)
 
 
@@ -217,11 +252,7 @@ def test_a_client_killed_mid_round_is_recorded_and_the_rounds_go_on(tmp_path):
     address = f"127.0.0.1:{_port()}"
     run = tmp_path / "run"
     fed = ["--clients", "3", "--min-clients", "2", "--rounds", "2", "--local-steps", "2"]
-    server = _cli("federate", "--serve", address, *fed, *TINY_FLAGS, "--out", str(run), log=tmp_path / "server.log")
-    clients = [
-        _cli("federate", "--join", address, "--client-id", str(k), "--out", str(tmp_path / f"c{k}"), log=tmp_path / f"client{k}.log")
-        for k in range(2)
-    ]  # fmt: skip
+    server, clients = _federation(tmp_path, address, run, fed, clients=2)
     script, mark = tmp_path / "victim.py", tmp_path / "in-round"
     script.write_text(VICTIM)
     victim = subprocess.Popen(

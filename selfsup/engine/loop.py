@@ -429,9 +429,7 @@ def train(
                 )
                 if out_of_time:
                     stopped_by = "max_time"
-                saving = (
-                    step % t.checkpoint_every == 0 or out_of_time or step in (horizon, stop_at)
-                )
+                saving = step % t.checkpoint_every == 0 or out_of_time or step in (horizon, stop_at)
                 if saving and run_dir is not None:
                     checkpoint.save(fabric, run_dir, step, state_at(step))
                 if out_of_time:

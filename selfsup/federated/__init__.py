@@ -80,7 +80,9 @@ def federate(
             "and set --rounds and --local-steps"
         )
     if t.devices * t.num_nodes > 1:
-        raise SelfsupError("each federated client trains in one process: drop --devices/--num-nodes")
+        raise SelfsupError(
+            "each federated client trains in one process: drop --devices/--num-nodes"
+        )
     modality_of_data(cfg.data.name).prepare_run(cfg.data, run_dir)
     _, info = training_data(cfg, run_dir, world=1)
     import torch

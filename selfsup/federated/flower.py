@@ -123,7 +123,9 @@ class LocalTrainer:
         torch.manual_seed(cfg.train.seed)
         self.method = build_method(cfg.method, cfg.method_args, build_run_encoder(cfg, info), info)
 
-    def fit(self, arrays: list[np.ndarray], round_: int, mu: float) -> tuple[list[np.ndarray], dict]:
+    def fit(
+        self, arrays: list[np.ndarray], round_: int, mu: float
+    ) -> tuple[list[np.ndarray], dict]:
         """Train from the global ``arrays`` for the round's local steps; the new arrays and
         metrics (mean loss of the round, this client's id)."""
         from selfsup.engine import make_fabric, train
@@ -189,7 +191,9 @@ class RoundLog:
     """What the server keeps of each round: the global model as a checkpoint of the run, a
     metrics row, and ``federated.json`` (who trained, who dropped, the loss)."""
 
-    def __init__(self, fabric: Any, cfg: RunConfig, method: nn.Module, run_dir: Path, first: int) -> None:
+    def __init__(
+        self, fabric: Any, cfg: RunConfig, method: nn.Module, run_dir: Path, first: int
+    ) -> None:
         self.fabric, self.cfg, self.method, self.run_dir = fabric, cfg, method, run_dir
         self.first = first
         path = run_dir / "federated.json"
@@ -241,7 +245,9 @@ def make_strategy(cfg: RunConfig, initial: list[np.ndarray], log: RoundLog) -> A
         accept_failures=True,
     )
     inner = (
-        FedProx(proximal_mu=fed.proximal_mu, **common) if fed.strategy == "fedprox" else FedAvg(**common)
+        FedProx(proximal_mu=fed.proximal_mu, **common)
+        if fed.strategy == "fedprox"
+        else FedAvg(**common)
     )
     config_text = dump_yaml({**to_dict(cfg), "out": None})
 
@@ -259,7 +265,9 @@ def make_strategy(cfg: RunConfig, initial: list[np.ndarray], log: RoundLog) -> A
             pairs = inner.configure_fit(server_round, parameters, client_manager)
             for proxy, ins in pairs:
                 if proxy.cid not in self.names:
-                    props = proxy.get_properties(GetPropertiesIns({}), timeout=None, group_id=server_round)
+                    props = proxy.get_properties(
+                        GetPropertiesIns({}), timeout=None, group_id=server_round
+                    )
                     self.names[proxy.cid] = int(props.properties["client"])
                 ins.config.update({"round": round_, "config": config_text})
             self.sampled[server_round] = [proxy.cid for proxy, _ in pairs]
@@ -286,7 +294,9 @@ def make_strategy(cfg: RunConfig, initial: list[np.ndarray], log: RoundLog) -> A
             log.record(round_, parameters_to_ndarrays(parameters) if parameters else None, entry)
             return parameters, metrics
 
-        def configure_evaluate(self, server_round: int, parameters: Any, client_manager: Any) -> list:
+        def configure_evaluate(
+            self, server_round: int, parameters: Any, client_manager: Any
+        ) -> list:
             return []
 
         def aggregate_evaluate(self, server_round: int, results: list, failures: list) -> tuple:

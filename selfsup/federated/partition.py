@@ -39,7 +39,9 @@ def partition_indices(
     every index of ``range(n)`` once."""
     rng = np.random.default_rng(seed)
     if scheme == "iid":
-        return [torch.from_numpy(np.sort(part)) for part in np.array_split(rng.permutation(n), clients)]
+        return [
+            torch.from_numpy(np.sort(part)) for part in np.array_split(rng.permutation(n), clients)
+        ]
     if scheme == "dirichlet":
         if labels is None or bool((labels < 0).all()):
             raise SelfsupError(
@@ -52,7 +54,9 @@ def partition_indices(
     raise SelfsupError(f"unknown partition {scheme!r}; choose iid, dirichlet or column")
 
 
-def _dirichlet(labels: np.ndarray, clients: int, alpha: float, rng: np.random.Generator) -> list[Tensor]:
+def _dirichlet(
+    labels: np.ndarray, clients: int, alpha: float, rng: np.random.Generator
+) -> list[Tensor]:
     """Per class, cut its shuffled samples at the cumulative Dir(alpha) shares."""
     parts: list[list[np.ndarray]] = [[] for _ in range(clients)]
     for c in np.unique(labels):
