@@ -275,3 +275,20 @@ def test_a_client_killed_mid_round_is_recorded_and_the_rounds_go_on(tmp_path):
     ]
     assert all(r["aggregated"] for r in log["rounds"])
     assert (run / "checkpoints" / "step-000004.ckpt").is_file()
+
+
+@pytest.mark.parametrize(
+    "argv, says",
+    [
+        (["--partition", "dirichlet"], "dirichlet:ALPHA"),
+        (["--partition", "dirichlet:many"], "needs a number"),
+        (["--partition", "shards:3"], "use iid, dirichlet:ALPHA"),
+        (["--join", "127.0.0.1:1"], "--join needs --client-id"),
+    ],
+)
+def test_bad_federation_flags_are_one_line_errors(argv, says, capsys):
+    from selfsup.cli import main
+
+    assert main(["federate", *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and says in err[0], err
