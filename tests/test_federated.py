@@ -202,7 +202,7 @@ def _finish(server: subprocess.Popen, clients: list[subprocess.Popen], logs: Pat
     finally:
         for c in clients:
             try:
-                c.wait(timeout=30)
+                c.wait(timeout=180)  # a loaded machine is slow to tear a process down
             except subprocess.TimeoutExpired:
                 c.kill()
         if server.poll() is None:
