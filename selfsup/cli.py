@@ -1,4 +1,4 @@
-"""The ``selfsup`` command: list, pretrain, evaluate, embed, export, attention, generate,
+"""The ``selfsup`` command: list, pretrain, federate, evaluate, embed, export, attention, generate,
 show-masking, pack, demo.
 
 Every option maps onto a field of the typed config (``selfsup/config.py``); ``--set
@@ -214,6 +214,65 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
         print(
             f"run folder: {run.run_dir}  ({r.steps} steps, stopped by {r.stopped_by}, {r.seconds:.0f} s, {r.precision})"
         )
+
+
+def _federated_section(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``federated`` config section from the flags; ``--partition`` reads ``iid``,
+    ``dirichlet:ALPHA`` or ``column:FILE``."""
+    fed: dict[str, Any] = {
+        "clients": args.clients,
+        "rounds": args.rounds,
+        "local_steps": args.local_steps,
+        "strategy": args.aggregation,
+        "proximal_mu": args.mu,
+        "min_clients": args.min_clients,
+        "round_timeout": args.round_timeout,
+        "simulation": args.simulation,
+    }
+    if args.partition:
+        scheme, _, value = args.partition.partition(":")
+        if scheme not in ("iid", "dirichlet", "column") or (scheme != "iid") != bool(value):
+            raise SelfsupError(
+                f"--partition {args.partition!r}: use iid, dirichlet:ALPHA (e.g. dirichlet:0.1) "
+                "or column:FILE (one client key per training sample)"
+            )
+        fed["partition"] = scheme
+        if scheme == "dirichlet":
+            try:
+                fed["alpha"] = float(value)
+            except ValueError:
+                raise SelfsupError(
+                    f"--partition dirichlet:ALPHA needs a number, got {value!r}"
+                ) from None
+        elif scheme == "column":
+            fed["partition_column"] = value
+    return {k: v for k, v in fed.items() if v is not None}
+
+
+def cmd_federate(args: argparse.Namespace) -> None:
+    if args.join:
+        from selfsup.federated import join
+
+        if args.client_id is None:
+            raise SelfsupError(
+                "--join needs --client-id K: which share of the data this client holds"
+            )
+        join(args.join, args.client_id, folder=args.out)
+        return
+    from selfsup.federated import federate
+
+    sections = _sections(args)
+    sections["federated"] = _federated_section(args)
+    config = _preset(args.config) if args.config else None
+    run = federate(
+        config,
+        serve=args.serve,
+        resume=args.resume,
+        evaluate=not args.no_eval,
+        overrides=args.overrides,
+        **sections,
+    )
+    print(f"run folder: {run.run_dir}  ({run.train.steps} steps; rounds in federated.json)")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -436,6 +495,53 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_train_flags(p)
     p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser(
+        "federate",
+        help="pretrain across clients whose data never leaves them (Flower): a simulation on "
+        "this machine, or --serve / --join for a server and client processes",
+    )
+    _add_train_flags(p)
+    g = p.add_argument_group("federation")
+    g.add_argument("--clients", type=int, help="clients in the federation (default 10)")
+    g.add_argument("--rounds", type=int, help="communication rounds (default 10)")
+    g.add_argument(
+        "--local-steps",
+        type=int,
+        help="optimizer steps per client per round (default 50); fewer for very non-IID data",
+    )
+    g.add_argument(
+        "--partition",
+        help="iid (default) | dirichlet:ALPHA (per-class shares ~ Dir(ALPHA); 0.1 = a few classes "
+        "per client) | column:FILE (one client key per training sample)",
+    )
+    g.add_argument(
+        "--aggregation",
+        choices=["fedavg", "fedprox"],
+        help="fedavg (default); fedprox adds a proximal term that helps on non-IID clients",
+    )
+    g.add_argument("--mu", type=float, help="FedProx proximal weight (default 0.01; 0.001-0.1)")
+    g.add_argument(
+        "--min-clients",
+        type=int,
+        help="a round needs this many clients; one that drops mid-round is recorded and the "
+        "round completes with the others (default: all)",
+    )
+    g.add_argument("--round-timeout", type=float, help="seconds a round waits for its clients")
+    g.add_argument(
+        "--simulation",
+        choices=["threads", "ray"],
+        help="threads (default: Flower clients over loopback gRPC in this process) or ray "
+        "(Flower's simulation engine; for GPUs and many cores)",
+    )
+    g.add_argument(
+        "--serve", metavar="HOST:PORT", help="run the Flower server for client processes"
+    )
+    g.add_argument(
+        "--join", metavar="HOST:PORT", help="run one client of the federation served there"
+    )
+    g.add_argument("--client-id", type=int, help="with --join: this client's number, 0..clients-1")
+    p.set_defaults(func=cmd_federate)
 
     p = sub.add_parser(
         "evaluate", help="linear probe, kNN and label efficiency of a run's encoder vs baselines"

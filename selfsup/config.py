@@ -277,6 +277,73 @@ class EvalConfig:
 
 
 @dataclass
+class FederatedConfig:
+    """A federated run (``selfsup federate``): clients, their data partitions, rounds and the
+    aggregation rule. A central run ignores this section."""
+
+    clients: int = 10
+    """Clients in the federation; in a simulation each is a Flower virtual client."""
+    rounds: int = 10
+    local_steps: int = 50
+    """Optimizer steps each client takes per round, from the round's global weights. The
+    learning-rate schedule runs over rounds × local_steps, as one central run of that length."""
+    partition: Literal["iid", "dirichlet", "column"] = "iid"
+    """How the training split is divided when clients share one data set: ``iid`` (equal
+    random shares), ``dirichlet`` (per class, shares drawn from Dir(alpha); Hsu et al. 2019),
+    ``column`` (one client key per sample in ``partition_column``)."""
+    alpha: float = 1.0
+    """Dirichlet concentration: 0.1 gives each client a few classes, 100 is nearly IID."""
+    partition_column: str | None = None
+    """A text file with one line per training sample (a device id, a site, a user): samples
+    with the same value go to the same client; the distinct values, sorted, are the clients."""
+    strategy: Literal["fedavg", "fedprox"] = "fedavg"
+    """FedAvg (McMahan et al. 2017), or FedProx (Li et al. 2020) for non-IID clients."""
+    proximal_mu: float = 0.01
+    """FedProx: weight of the proximal term mu/2·||w − w_global||² each client adds."""
+    min_clients: int | None = None
+    """A round waits for, samples and needs this many clients; a client that drops in the
+    middle of a round is recorded and the round completes with the others if this many
+    remain. None: every client."""
+    fraction_fit: float = 1.0
+    """Share of the connected clients sampled each round (at least ``min_clients``)."""
+    simulation: Literal["threads", "ray"] = "threads"
+    """How ``selfsup federate`` simulates the clients on one machine: Flower clients in
+    threads over loopback gRPC, one training at a time (starts in a second; deterministic),
+    or Flower's simulation engine on Ray (clients as actors; for GPUs and many cores, about
+    30-60 s to start on 2 loaded cores)."""
+    round_timeout: float | None = None
+    """Seconds a round waits for its clients before counting the missing ones as dropped."""
+
+    def validate(self) -> None:
+        """Positive counts, a concentration above 0, a column file for the column partition."""
+        for key, value in [
+            ("clients", self.clients),
+            ("rounds", self.rounds),
+            ("local_steps", self.local_steps),
+        ]:
+            if value < 1:
+                raise SelfsupError(f"federated.{key} must be a positive integer, got {value}")
+        if not (self.alpha > 0 and math.isfinite(self.alpha)):
+            raise SelfsupError(f"federated.alpha must be positive, got {self.alpha}")
+        if self.partition == "column" and not self.partition_column:
+            raise SelfsupError(
+                "federated.partition=column needs federated.partition_column: a text file with "
+                "one client key per training sample"
+            )
+        if self.min_clients is not None and not 1 <= self.min_clients <= self.clients:
+            raise SelfsupError(
+                f"federated.min_clients must lie between 1 and clients ({self.clients}), "
+                f"got {self.min_clients}"
+            )
+        if not 0 < self.fraction_fit <= 1:
+            raise SelfsupError(
+                f"federated.fraction_fit must lie in (0, 1], got {self.fraction_fit}"
+            )
+        if self.proximal_mu < 0:
+            raise SelfsupError(f"federated.proximal_mu must be 0 or more, got {self.proximal_mu}")
+
+
+@dataclass
 class RunConfig:
     """Everything that defines a pretraining run."""
 
@@ -290,6 +357,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    federated: FederatedConfig = field(default_factory=FederatedConfig)
     out: str | None = None
     """Run folder; None makes ``runs/<method>-<data>-<time>``."""
 

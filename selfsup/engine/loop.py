@@ -208,6 +208,8 @@ def train(
     on_step: Callable[[int, float], None] | None = None,
     description: str = "pretrain",
     collate: Collate | None = None,
+    start_step: int = 0,
+    stop_at: int | None = None,
 ) -> TrainResult:
     """Train ``method`` on ``dataset`` under ``fabric``; see the module docstring.
 
@@ -216,6 +218,11 @@ def train(
     ``on_step(step, loss)`` is called after every optimizer step (tests use it to interrupt).
     ``description`` names the run on the progress bar; ``collate`` batches the samples when
     they are read through a DataLoader (None stacks them: inputs of one shape).
+
+    ``start_step`` and ``stop_at`` run one stretch of a longer schedule with the weights the
+    module holds (a federated client's round: steps r·L to (r+1)·L of the run's cosine
+    schedule, with a fresh optimizer, as FedAvg's clients have); the data order, warm-up and
+    learning rate are those of that stretch of the whole run.
     """
     if run_dir is None and resume_from is not None:
         raise SelfsupError("a run without a run folder writes no checkpoints to resume from")
@@ -270,7 +277,7 @@ def train(
     if supports_gradient_cache(method):
         model.mark_forward_method("embed")
 
-    step, elapsed_before = 0, 0.0
+    step, elapsed_before = start_step, 0.0
     if resume_from is not None:
         state: dict[str, Any] = {"method": model, "optimizer": optimizer}
         extra = checkpoint.load(fabric, resume_from, state)
@@ -321,7 +328,7 @@ def train(
             epoch, in_epoch = divmod(step, steps_per_epoch)
             sampler.set_position(epoch, in_epoch)
             for batch in _batches(dataset, sampler, t.batch_size, cfg.data.num_workers, collate):
-                if horizon is not None and step >= horizon:
+                if (horizon is not None and step >= horizon) or step == stop_at:
                     break
                 batch = fabric.to_device(batch)
                 lr = cosine_lr(step, horizon or 10**9, lr_peak, warmup_steps(), t.min_lr_ratio)
@@ -422,7 +429,7 @@ def train(
                 )
                 if out_of_time:
                     stopped_by = "max_time"
-                saving = step % t.checkpoint_every == 0 or out_of_time or step == horizon
+                saving = step % t.checkpoint_every == 0 or out_of_time or step in (horizon, stop_at)
                 if saving and run_dir is not None:
                     checkpoint.save(fabric, run_dir, step, state_at(step))
                 if out_of_time:
@@ -436,7 +443,9 @@ def train(
         and checkpoint.latest_checkpoint(run_dir) != checkpoint.checkpoint_path(run_dir, step)
     ):
         checkpoint.save(fabric, run_dir, step, state_at(step))
-    if planned is not None and step < planned:
+    if stop_at is not None and step == stop_at:
+        stopped_by = "stop_at"
+    elif planned is not None and step < planned:
         stopped_by = "max_time"  # the time-fitted horizon ended before the step limit
     for logger in fabric.loggers:
         logger.finalize("success")
