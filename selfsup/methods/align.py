@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from torch import Tensor, nn
+from torch import nn
 
 from selfsup.data.info import DataInfo
 from selfsup.errors import SelfsupError
 from selfsup.losses.clip import ALIGNLoss
-from selfsup.methods.pairs import embed_view, pair_step, pair_views, two_towers
+from selfsup.methods.pairs import PairContrast
 
 
 @dataclass
@@ -38,28 +38,8 @@ class ALIGNConfig:
             )
 
 
-class ALIGN(nn.Module):
+class ALIGN(PairContrast):
     def __init__(
         self, cfg: ALIGNConfig, encoder: nn.Module | dict[str, nn.Module], info: DataInfo
     ) -> None:
-        super().__init__()
-        self.cfg = cfg
-        self.encoder = two_towers(encoder)
-        self.channels_last = info.channels_last
-        self.loss = ALIGNLoss(cfg.init_temperature, cfg.label_smoothing)
-
-    def training_step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        return pair_step(self.encoder, self.loss, batch, self.channels_last)
-
-    def make_views(self, batch: dict[str, Tensor]) -> list[Tensor]:
-        return pair_views(batch, self.channels_last)
-
-    def embed(self, x: Tensor) -> Tensor:
-        return embed_view(self.encoder, x)
-
-    def contrast(self, embeddings: list[Tensor]) -> Tensor:
-        z_image, z_text = embeddings
-        return self.loss(z_image, z_text)  # type: ignore[no-any-return]
-
-    def on_step_end(self, progress: float) -> None:
-        """ALIGN learns its temperature; it has no schedule."""
+        super().__init__(cfg, encoder, info, ALIGNLoss(cfg.init_temperature, cfg.label_smoothing))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from selfsup.data.info import DataInfo
 from selfsup.encoders.dual import DualEncoder
 from selfsup.errors import SelfsupError
 from selfsup.views import prepare
@@ -63,3 +64,39 @@ def pair_step(
         "embedding": z_image.detach(),
         "logit_scale": loss.scale().detach(),
     }
+
+
+class PairContrast(nn.Module):
+    """The method of two towers and a contrastive loss over the batch's pairs; CLIP, SigLIP and
+    ALIGN are this with their own loss (a module with its learnable temperature, bias)."""
+
+    def __init__(
+        self,
+        cfg: object,
+        encoder: nn.Module | dict[str, nn.Module],
+        info: DataInfo,
+        loss: nn.Module,
+    ) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = two_towers(encoder)
+        self.channels_last = info.channels_last
+        self.loss = loss
+
+    def training_step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        return pair_step(self.encoder, self.loss, batch, self.channels_last)
+
+    # The gradient cache (engine/accumulate.py): the views are [images, tokens].
+
+    def make_views(self, batch: dict[str, Tensor]) -> list[Tensor]:
+        return pair_views(batch, self.channels_last)
+
+    def embed(self, x: Tensor) -> Tensor:
+        return embed_view(self.encoder, x)
+
+    def contrast(self, embeddings: list[Tensor]) -> Tensor:
+        z_image, z_text = embeddings
+        return self.loss(z_image, z_text)  # type: ignore[no-any-return]
+
+    def on_step_end(self, progress: float) -> None:
+        """The loss learns its temperature (and bias); there is no schedule."""
