@@ -86,25 +86,6 @@ def probe_raw(
     )
 
 
-def probe_pixels(
-    train: Any,
-    test: Any,
-    key: str,
-    ev: Any,
-    probes: Sequence[str],
-    progress: Callable[[str], None],
-) -> list[dict[str, Any]]:
-    """The raw-input baseline of uint8 pixel data (images, clips): the probes on every
-    sample's values under ``key`` scaled to [0, 1] and flattened."""
-    from selfsup.evaluate.features import stream_inputs
-
-    def pixels(dataset: Any) -> tuple[Tensor, Tensor]:
-        x, y = stream_inputs(dataset, key, ev.batch_size)
-        return x.flatten(1).float() / 255, y
-
-    return probe_raw(FeatureSet(*pixels(train), *pixels(test)), ev, probes, progress)
-
-
 def evaluate_features(
     sets: dict[str, FeatureSet],
     *,

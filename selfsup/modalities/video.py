@@ -124,9 +124,12 @@ class VideoModality:
         progress: Callable[[str], None],
     ) -> list[dict[str, Any]]:
         """Linear probe and kNN on every frame's pixels scaled to [0, 1], flattened."""
-        from selfsup.evaluate.protocol import probe_pixels
+        from selfsup.evaluate.features import dataset_labels
+        from selfsup.evaluate.protocol import FeatureSet, probe_raw
 
-        return probe_pixels(train, test, self.input_key, ev, probes, progress)
+        train_x, test_x = self.raw_features(train, test, ev)
+        raw = FeatureSet(train_x, dataset_labels(train), test_x, dataset_labels(test))
+        return probe_raw(raw, ev, probes, progress)
 
     def extra_evaluation(
         self,
