@@ -22,8 +22,8 @@ from typing import Any
 from torch import nn
 
 from selfsup.encoders.convnet import ConvNet
-from selfsup.encoders.dual import DualEncoder
 from selfsup.encoders.dilated import DilatedConvEncoder
+from selfsup.encoders.dual import DualEncoder
 from selfsup.encoders.graph import GNNKind, GraphEncoder
 from selfsup.encoders.resnet import NormKind, ResNet
 from selfsup.encoders.transformer import PositionKind, TextPoolKind, TextTransformer

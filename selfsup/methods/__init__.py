@@ -30,6 +30,7 @@ from selfsup.methods.data2vec import Data2Vec, Data2VecConfig
 from selfsup.methods.dino import DINO, DINOConfig
 from selfsup.methods.graphcl import GraphCL, GraphCLConfig
 from selfsup.methods.graphmae import GraphMAE, GraphMAEConfig
+from selfsup.methods.hubert import HuBERT, HuBERTConfig
 from selfsup.methods.jigsaw import Jigsaw, JigsawConfig
 from selfsup.methods.mae import MAE, MAEConfig
 from selfsup.methods.mlm import MLM, MLMConfig
@@ -42,8 +43,8 @@ from selfsup.methods.simmim import SimMIM, SimMIMConfig
 from selfsup.methods.simsiam import SimSiam, SimSiamConfig
 from selfsup.methods.ts2vec import TS2Vec, TS2VecConfig
 from selfsup.methods.vicreg import VICReg, VICRegConfig
-from selfsup.methods.wav2vec2 import Wav2Vec2, Wav2Vec2Config
 from selfsup.methods.videomae import VideoMAE, VideoMAEConfig
+from selfsup.methods.wav2vec2 import Wav2Vec2, Wav2Vec2Config
 
 
 @dataclass(frozen=True)
@@ -172,9 +173,9 @@ METHODS: dict[str, MethodSpec] = {
         Data2VecConfig,
         Data2Vec,
         "masked prediction of an EMA teacher's averaged top-K layer outputs; images (block "
-        "masks) and text (BERT masks) alike",
+        "masks), text (BERT masks) and speech (wav2vec 2.0 spans) alike",
         "Baevski et al. 2022, arXiv:2202.03555",
-        modalities=("image", "text"),
+        modalities=("image", "text", "audio"),
     ),
     "wav2vec2": MethodSpec(
         Wav2Vec2Config,
@@ -182,6 +183,14 @@ METHODS: dict[str, MethodSpec] = {
         "speech: mask ~half the latent frames in spans of 10, pick each one's Gumbel-quantized "
         "code among 100 distractors from the context (contrastive + codebook diversity)",
         "Baevski et al. 2020, arXiv:2006.11477",
+        modalities=("audio",),
+    ),
+    "hubert": MethodSpec(
+        HuBERTConfig,
+        HuBERT,
+        "speech: mask ~half the latent frames in spans of 10, predict each hidden frame's "
+        "k-means unit (100 clusters of MFCC+deltas, fitted online then frozen)",
+        "Hsu et al. 2021, arXiv:2106.07447",
         modalities=("audio",),
     ),
     "clip": MethodSpec(
