@@ -1,5 +1,5 @@
 """The ``selfsup`` command: list, pretrain, federate, evaluate, embed, export, attention, generate,
-show-masking, pack, demo.
+word-vectors, show-masking, pack, demo.
 
 Every option maps onto a field of the typed config (``selfsup/config.py``); ``--set
 key.path=value`` reaches any field that has no flag of its own. User errors print one line
@@ -348,6 +348,26 @@ def cmd_show_masking(args: argparse.Namespace) -> None:
     print(f"wrote {path}")
 
 
+def cmd_word_vectors(args: argparse.Namespace) -> None:
+    import json
+
+    from selfsup.evaluate.words import save_word2vec_format, word_benchmarks, word_vectors
+
+    words, vectors = word_vectors(args.run)
+    out = Path(args.out) if args.out else Path(args.run) / "vectors.txt"
+    save_word2vec_format(words, vectors, out)
+    print(f"wrote {out}: {len(words)} words × {vectors.shape[1]} (word2vec text format)")
+    if args.no_eval:
+        return
+    scores = word_benchmarks(words, vectors)
+    for name, result in scores.items():
+        shown = ", ".join(f"{k} {v:.3f}" for k, v in result.items())
+        print(f"{name}: {shown}")
+    path = out.with_name("words.json")
+    path.write_text(json.dumps(scores, indent=1))
+    print(f"wrote {path}")
+
+
 def cmd_embed(args: argparse.Namespace) -> None:
     from selfsup.api import embed
 
@@ -608,6 +628,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num", type=int, default=3, help="how many samples")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser(
+        "word-vectors",
+        help="write a word2vec run's vectors in the word2vec text format and score them on "
+        "WordSim-353, SimLex-999 and the Google analogies (files from the gensim wheel)",
+    )
+    p.add_argument("run", help="a word2vec run folder (or its export folder with tokenizer.json)")
+    p.add_argument("--out", help="the vectors file (default RUN/vectors.txt; words.json beside it)")
+    p.add_argument(
+        "--no-eval", action="store_true", help="only write the vectors (no gensim needed)"
+    )
+    p.set_defaults(func=cmd_word_vectors)
 
     p = sub.add_parser(
         "show-masking",

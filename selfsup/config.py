@@ -83,6 +83,11 @@ class TrainConfig:
     ``max_epochs`` too, to whichever ends first)."""
     optimizer: Literal["adamw", "lars", "sgd"] = "adamw"
     """AdamW is robust at batch sizes up to ~1024; LARS is what SimCLR/BYOL use for 4096."""
+    momentum: float = 0.9
+    """SGD's momentum (``optimizer: sgd``); 0 is plain SGD, as word2vec trains."""
+    schedule: Literal["cosine", "linear"] = "cosine"
+    """After the warm-up the learning rate falls to ``min_lr_ratio`` × peak along a cosine
+    (the SSL recipes) or a straight line (word2vec: 0.025 to 0.025·1e-4 over the run)."""
     lr: float | None = None
     """Peak learning rate; None takes the method's recommendation (scaled by batch size / 256)."""
     weight_decay: float | None = None
@@ -156,6 +161,7 @@ class TrainConfig:
         ranges: list[tuple[str, float | None, float, float]] = [
             ("warmup_fraction", self.warmup_fraction, 0.0, 1.0),
             ("min_lr_ratio", self.min_lr_ratio, 0.0, 1.0),
+            ("momentum", self.momentum, 0.0, 1.0),
             ("weight_decay", self.weight_decay, 0.0, math.inf),
             ("collapse_rank_min", self.collapse_rank_min, 0.0, math.inf),
         ]
