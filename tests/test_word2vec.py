@@ -411,3 +411,31 @@ def test_benchmark_scores_match_gensims_own_evaluation():
         subset.unlink(missing_ok=True)
     assert got["accuracy"] == pytest.approx(theirs, abs=1e-9)
     assert 0 < got["coverage"] < 1
+
+
+def test_word_tokenizer_keeps_whole_words_seen_five_times():
+    corpus = ["Café, CAFÉ! café's cafe-au-lait; 42 apples"] * 5 + ["rare words here"] * 4
+    tok = train_tokenizer(corpus, "word", vocab_size=100)
+    ids = tok.encode("The café's APPLES, rare", add_special_tokens=False).ids
+    vocab = tok.get_vocab()
+    assert set(vocab) - {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"} == {
+        "cafe", "s", "au", "lait", "42", "apples"
+    }  # fmt: skip
+    assert ids == [1, vocab["cafe"], vocab["s"], vocab["apples"], 1]  # 1: [UNK]
+    from selfsup.data.tokenizer import word_start_table
+
+    assert word_start_table(tok).all()
+
+
+def test_word_vectors_encoder_pools_words_and_masks_tokens():
+    from selfsup.encoders import build_encoder
+
+    table = build_encoder("word-vectors", vocab_size=12, max_length=5, embed_dim=3)
+    tokens = torch.tensor([[2, 7, 9, 3, 0], [2, 3, 0, 0, 0]])  # the second row has no words
+    w = table.vectors.weight
+    torch.testing.assert_close(table(tokens)[0], (w[7] + w[9]) / 2)
+    assert torch.equal(table(tokens)[1], torch.zeros(3))
+    mask = torch.tensor([[False, True, False, False, True], [True, False, False, True, False]])
+    assert torch.equal(table.forward_tokens(tokens, mask)[0, 1], torch.zeros(3))
+    dropped = table.forward_tokens(tokens, mask, keep_masked=False)
+    assert torch.equal(dropped[0], w[[2, 9, 3]]) and dropped.shape == (2, 3, 3)

@@ -31,11 +31,19 @@ class WordVectors(nn.Module):
         with torch.no_grad():
             self.vectors.weight.uniform_(-0.5 / embed_dim, 0.5 / embed_dim)
 
-    def forward_tokens(self, tokens: Tensor, mask: Tensor | None = None) -> Tensor:
-        """(B, L) ids -> (B, L, D) vectors; ``mask`` is accepted for the contract and unused
-        (no token sees another)."""
-        del mask
-        return self.vectors(tokens)
+    def forward_tokens(
+        self, tokens: Tensor, mask: Tensor | None = None, keep_masked: bool = True
+    ) -> Tensor:
+        """(B, L) ids -> (B, L, D) vectors. ``mask`` (B, L) bool, True = hidden: hidden
+        positions become zero vectors (``keep_masked``) or are dropped -> (B, L_visible, D),
+        every row hiding the same count. No token sees another, so nothing else changes."""
+        states = self.vectors(tokens)  # (B, L, D)
+        if mask is None:
+            return states
+        if keep_masked:
+            return states.masked_fill(mask.unsqueeze(-1), 0.0)
+        B, _, D = states.shape
+        return states[~mask].reshape(B, -1, D)
 
     def forward(self, tokens: Tensor) -> Tensor:
         """(B, L) ids -> (B, D): the mean vector of each row's words (0 for a row without)."""
