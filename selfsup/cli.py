@@ -77,8 +77,8 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--tokenizer",
-        help="text: wordpiece (BERT) | bpe | byte-bpe (GPT-2), trained on your texts; or a "
-        "tokenizer.json to reuse",
+        help="text: wordpiece (BERT) | bpe | byte-bpe (GPT-2) | word (whole words seen 5+ "
+        "times, for word2vec), trained on your texts; or a tokenizer.json to reuse",
     )
     g.add_argument(
         "--vocab-size",

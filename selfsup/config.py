@@ -50,8 +50,9 @@ class DataConfig:
     """Text: tokens per sample, [CLS] and [SEP] included; longer texts are cut, shorter
     ones padded. 128 holds 99% of fortunes; raise it for documents (cost grows as L²)."""
     tokenizer: str = "wordpiece"
-    """Text: ``wordpiece`` (BERT), ``bpe`` or ``byte-bpe`` (GPT-2; no unknown tokens),
-    trained on the training texts and saved as the run's tokenizer.json; or the path of a
+    """Text: ``wordpiece`` (BERT), ``bpe``, ``byte-bpe`` (GPT-2; no unknown tokens) or
+    ``word`` (whole lowercased words seen 5 times or more: word2vec's vocabulary), trained
+    on the training texts and saved as the run's tokenizer.json; or the path of a
     tokenizer.json to reuse (e.g. another run's, to compare models on equal tokens)."""
     vocab_size: int = 8000
     """Text: vocabulary size when the tokenizer is trained; 8000 suits corpora of a few MB,
