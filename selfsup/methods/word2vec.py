@@ -18,7 +18,7 @@ format and scores them on WordSim-353, SimLex-999 and the Google analogies.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 from torch import Tensor, nn
@@ -97,7 +97,7 @@ class Word2Vec(nn.Module):
         tokens = batch["tokens"]  # (B, L)
         rows = subsample(tokens, self.keep.to(tokens.device))  # (B, L), words first
         spans = dynamic_spans(rows, self.cfg.window)  # (B, L) in 1..window
-        vectors = self.encoder.vectors
+        vectors = cast(nn.Embedding, self.encoder.vectors)  # the input vectors
         if self.cfg.mode == "skipgram":
             centers, contexts = skipgram_pairs(rows, spans)  # (P,), (P,)
             inputs = vectors(contexts)  # (P, D): word2vec.c trains the context's vector
