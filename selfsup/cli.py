@@ -1,5 +1,5 @@
 """The ``selfsup`` command: list, pretrain, federate, evaluate, embed, export, attention, generate,
-zero-shot, show-masking, pack, demo.
+zero-shot, word-vectors, show-masking, pack, demo.
 
 Every option maps onto a field of the typed config (``selfsup/config.py``); ``--set
 key.path=value`` reaches any field that has no flag of its own. User errors print one line
@@ -77,8 +77,8 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--tokenizer",
-        help="text: wordpiece (BERT) | bpe | byte-bpe (GPT-2), trained on your texts; or a "
-        "tokenizer.json to reuse",
+        help="text: wordpiece (BERT) | bpe | byte-bpe (GPT-2) | word (whole words seen 5+ "
+        "times, for word2vec), trained on your texts; or a tokenizer.json to reuse",
     )
     g.add_argument(
         "--vocab-size",
@@ -364,6 +364,26 @@ def cmd_show_masking(args: argparse.Namespace) -> None:
     print(f"wrote {path}")
 
 
+def cmd_word_vectors(args: argparse.Namespace) -> None:
+    import json
+
+    from selfsup.evaluate.words import save_word2vec_format, word_benchmarks, word_vectors
+
+    words, vectors = word_vectors(args.run)
+    out = Path(args.out) if args.out else Path(args.run) / "vectors.txt"
+    save_word2vec_format(words, vectors, out)
+    print(f"wrote {out}: {len(words)} words × {vectors.shape[1]} (word2vec text format)")
+    if args.no_eval:
+        return
+    scores = word_benchmarks(words, vectors)
+    for name, result in scores.items():
+        shown = ", ".join(f"{k} {v:.3f}" for k, v in result.items())
+        print(f"{name}: {shown}")
+    path = out.with_name("words.json")
+    path.write_text(json.dumps(scores, indent=1))
+    print(f"wrote {path}")
+
+
 def cmd_embed(args: argparse.Namespace) -> None:
     from selfsup.api import embed
 
@@ -641,6 +661,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=["train", "test", "all"], default="all")
     p.add_argument("--out", help="CSV of each image's predicted class and score")
     p.set_defaults(func=cmd_zero_shot)
+
+    p = sub.add_parser(
+        "word-vectors",
+        help="write a word2vec run's vectors in the word2vec text format and score them on "
+        "WordSim-353, SimLex-999 and the Google analogies (files from the gensim wheel)",
+    )
+    p.add_argument("run", help="a word2vec run folder (or its export folder with tokenizer.json)")
+    p.add_argument("--out", help="the vectors file (default RUN/vectors.txt; words.json beside it)")
+    p.add_argument(
+        "--no-eval", action="store_true", help="only write the vectors (no gensim needed)"
+    )
+    p.set_defaults(func=cmd_word_vectors)
 
     p = sub.add_parser(
         "show-masking",

@@ -50,8 +50,9 @@ class DataConfig:
     """Text: tokens per sample, [CLS] and [SEP] included; longer texts are cut, shorter
     ones padded. 128 holds 99% of fortunes; raise it for documents (cost grows as L²)."""
     tokenizer: str = "wordpiece"
-    """Text: ``wordpiece`` (BERT), ``bpe`` or ``byte-bpe`` (GPT-2; no unknown tokens),
-    trained on the training texts and saved as the run's tokenizer.json; or the path of a
+    """Text: ``wordpiece`` (BERT), ``bpe``, ``byte-bpe`` (GPT-2; no unknown tokens) or
+    ``word`` (whole lowercased words seen 5 times or more: word2vec's vocabulary), trained
+    on the training texts and saved as the run's tokenizer.json; or the path of a
     tokenizer.json to reuse (e.g. another run's, to compare models on equal tokens)."""
     vocab_size: int = 8000
     """Text: vocabulary size when the tokenizer is trained; 8000 suits corpora of a few MB,
@@ -83,6 +84,11 @@ class TrainConfig:
     ``max_epochs`` too, to whichever ends first)."""
     optimizer: Literal["adamw", "lars", "sgd"] = "adamw"
     """AdamW is robust at batch sizes up to ~1024; LARS is what SimCLR/BYOL use for 4096."""
+    momentum: float = 0.9
+    """SGD's momentum (``optimizer: sgd``); 0 is plain SGD, as word2vec trains."""
+    schedule: Literal["cosine", "linear"] = "cosine"
+    """After the warm-up the learning rate falls to ``min_lr_ratio`` × peak along a cosine
+    (the SSL recipes) or a straight line (word2vec: 0.025 to 0.025·1e-4 over the run)."""
     lr: float | None = None
     """Peak learning rate; None takes the method's recommendation (scaled by batch size / 256)."""
     weight_decay: float | None = None
@@ -156,6 +162,7 @@ class TrainConfig:
         ranges: list[tuple[str, float | None, float, float]] = [
             ("warmup_fraction", self.warmup_fraction, 0.0, 1.0),
             ("min_lr_ratio", self.min_lr_ratio, 0.0, 1.0),
+            ("momentum", self.momentum, 0.0, 1.0),
             ("weight_decay", self.weight_decay, 0.0, math.inf),
             ("collapse_rank_min", self.collapse_rank_min, 0.0, math.inf),
         ]

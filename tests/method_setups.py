@@ -2,7 +2,7 @@
 
 Image methods get the 8-wide ConvNet, masked-image methods (and data2vec on images) a 2-block
 ViT, text methods (and data2vec on text) a 2-block Transformer over a small WordPiece
-vocabulary trained on a generated corpus.
+vocabulary trained on a generated corpus (word2vec: a 32-wide table of word vectors).
 """
 
 from __future__ import annotations
@@ -80,13 +80,24 @@ def text_batch(size: int, seed: int = 0) -> dict[str, torch.Tensor]:
 
 def text_info() -> DataInfo:
     tok = tokenizer()
+    counts = torch.bincount(
+        text_batch(256, seed=1)["tokens"].flatten(), minlength=tok.get_vocab_size()
+    )
     return DataInfo(
-        modality="text", vocab_size=tok.get_vocab_size(), max_length=SEQ_LEN, tokenizer=tok
+        modality="text",
+        vocab_size=tok.get_vocab_size(),
+        max_length=SEQ_LEN,
+        tokenizer=tok,
+        token_counts=counts,
     )
 
 
 def text_encoder(name: str) -> nn.Module:
     info = text_info()
+    if name == "word2vec":
+        return build_encoder(
+            "word-vectors", vocab_size=info.vocab_size, max_length=SEQ_LEN, embed_dim=32
+        )
     return build_encoder(
         "gpt-tiny" if name == "clm" else "transformer-tiny",
         vocab_size=info.vocab_size,

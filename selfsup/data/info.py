@@ -29,6 +29,9 @@ class DataInfo:
     """Tokens per sample, [CLS] and [SEP] included; batches are padded to it."""
     tokenizer: Any = None
     """The run's ``tokenizers.Tokenizer`` (text only): special ids and whole-word starts."""
+    token_counts: Any = None
+    """Text: how often each token id occurs in the training split, int64 (vocab_size,):
+    word2vec's subsampling and noise distribution."""
     sample_rate: int = 0
     """Audio: the rate (Hz) every recording was resampled to."""
     max_samples: int = 0

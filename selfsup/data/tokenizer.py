@@ -13,6 +13,9 @@ Three kinds, all with the special tokens ``[PAD] [UNK] [CLS] [SEP] [MASK]`` at i
   alone says whether it starts a word.
 * ``byte-bpe``: GPT-2's byte-level BPE: every byte is in the alphabet (no ``[UNK]`` ever), a
   word's first piece starts with ``Ġ`` (the space, written as a visible byte); case is kept.
+* ``word``: whole words, as word2vec sees them: accents stripped, lowercased, every run of
+  letters and digits a word (punctuation dropped), the words seen at least
+  ``WORD_MIN_COUNT`` times kept and the rest ``[UNK]``.
 
 A row of ``encode_batch`` is ``[CLS] t_1 .. t_k [SEP] [PAD] ..`` with k <= L - 2.
 """
@@ -27,21 +30,31 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from tokenizers import (
+    Regex,
+    Tokenizer,
+    decoders,
+    models,
+    normalizers,
+    pre_tokenizers,
+    trainers,
+)
 from torch import Tensor
 
 from selfsup.errors import SelfsupError
 
-TokenizerKind = Literal["wordpiece", "bpe", "byte-bpe"]
+TokenizerKind = Literal["wordpiece", "bpe", "byte-bpe", "word"]
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
 TOKENIZER_FILE = "tokenizer.json"
 """A text run's tokenizer, in its run folder and beside its exported encoder."""
-TOKENIZER_KINDS = ("wordpiece", "bpe", "byte-bpe")
+TOKENIZER_KINDS = ("wordpiece", "bpe", "byte-bpe", "word")
 """The special tokens of every kind, at ids 0..4 in this order."""
 
 PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID = range(len(SPECIAL_TOKENS))
+FIRST_WORD_ID = len(SPECIAL_TOKENS)
+"""The first id after the special tokens: the ids a text's own tokens get."""
 
 CONTINUATION_PREFIX = "##"
 """Marks a wordpiece/bpe token that continues a word (BERT's convention)."""
@@ -49,7 +62,10 @@ CONTINUATION_PREFIX = "##"
 BYTE_LEVEL_SPACE = "\u0120"
 """``Ġ``: how byte-level BPE writes the space that opens a word."""
 
-_KINDS = ("wordpiece", "bpe", "byte-bpe")
+_KINDS = TOKENIZER_KINDS
+
+WORD_MIN_COUNT = 5
+"""A ``word`` tokenizer keeps the words seen at least this often (word2vec's ``min_count``)."""
 
 
 def train_tokenizer(
@@ -57,7 +73,7 @@ def train_tokenizer(
     kind: TokenizerKind = "wordpiece",
     vocab_size: int = 8000,
     lowercase: bool = True,
-    min_frequency: int = 2,
+    min_frequency: int | None = None,
 ) -> Tokenizer:
     """Train a tokenizer of ``kind`` on ``texts`` (one pass, streamed to the Rust trainer).
 
@@ -71,8 +87,9 @@ def train_tokenizer(
             the specials. The result may be smaller when the corpus has too few merges.
         lowercase: lowercase (and, for wordpiece, strip accents) before splitting; ignored
             by byte-bpe, which keeps every byte.
-        min_frequency: a merge (or piece) must occur at least this often to enter the
-            vocabulary; 2 drops one-off noise, raise it for large noisy corpora.
+        min_frequency: a merge (or piece, or word) must occur at least this often to enter
+            the vocabulary; None is 2 for subwords, which drops one-off noise (raise it for
+            large noisy corpora), and word2vec's 5 for words.
 
     Raises:
         SelfsupError: unknown kind, too small a vocabulary, or no text at all.
@@ -86,6 +103,8 @@ def train_tokenizer(
             f"vocab size {vocab_size} leaves no room beside the {len(SPECIAL_TOKENS)} special "
             "tokens; 8000 works well for a few MB of text"
         )
+    if min_frequency is None:
+        min_frequency = WORD_MIN_COUNT if kind == "word" else 2
     if min_frequency < 1:
         raise SelfsupError(f"min_frequency must be at least 1, got {min_frequency}")
 
@@ -118,6 +137,23 @@ def train_tokenizer(
             min_frequency=min_frequency,
             special_tokens=specials,
             continuing_subword_prefix=CONTINUATION_PREFIX,
+            show_progress=False,
+        )
+    elif kind == "word":
+        tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+        tok.normalizer = normalizers.Sequence(
+            [
+                normalizers.NFKD(),
+                normalizers.StripAccents(),
+                normalizers.Lowercase(),
+                normalizers.Replace(Regex(r"[^a-z0-9]+"), " "),
+            ]
+        )
+        tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+        trainer = trainers.WordLevelTrainer(
+            vocab_size=vocab_size,
+            min_frequency=min_frequency,
+            special_tokens=specials,
             show_progress=False,
         )
     else:  # byte-bpe
@@ -240,7 +276,9 @@ def word_start_table(tok: Tokenizer) -> Tensor:
     prefix = getattr(model, "continuing_subword_prefix", None)
     vocab = tok.get_vocab(with_added_tokens=True)
     table = torch.zeros(tok.get_vocab_size(with_added_tokens=True), dtype=torch.bool)
-    if prefix:
+    if isinstance(model, models.WordLevel):
+        starts = set(vocab.values())  # every token is a whole word
+    elif prefix:
         starts = {i for t, i in vocab.items() if not t.startswith(prefix)}
     elif isinstance(tok.pre_tokenizer, pre_tokenizers.ByteLevel):
         starts = {i for t, i in vocab.items() if t.startswith(BYTE_LEVEL_SPACE)}

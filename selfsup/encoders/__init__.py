@@ -30,6 +30,7 @@ from selfsup.encoders.transformer import PositionKind, TextPoolKind, TextTransfo
 from selfsup.encoders.video_vit import VideoTransformer
 from selfsup.encoders.vit import PoolKind, VisionTransformer
 from selfsup.encoders.wav2vec import Wav2Vec2Encoder
+from selfsup.encoders.word_vectors import WordVectors
 from selfsup.errors import SelfsupError
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "VideoTransformer",
     "VisionTransformer",
     "Wav2Vec2Encoder",
+    "WordVectors",
     "build_encoder",
     "encoder_config",
     "encoder_inputs",
@@ -109,6 +111,11 @@ def _vit(
         pool=pool,
         grad_checkpointing=grad_checkpointing,
     )
+
+
+def _word_vectors(*, vocab_size: int, max_length: int, pad_id: int, embed_dim: int) -> WordVectors:
+    del pad_id  # every special id, [PAD] among them, is left out of the mean
+    return WordVectors(vocab_size, embed_dim, max_length)
 
 
 def _text_transformer(
@@ -336,6 +343,15 @@ ENCODERS: dict[str, EncoderSpec] = {
             "prediction (clm) on a CPU; positions=rotary as in recent language models"
         ),
         defaults={**_TEXT_DEFAULTS, "embed_dim": 256, "depth": 4, "num_heads": 4, "causal": True},
+        modality="text",
+    ),
+    "word-vectors": EncoderSpec(
+        builder=_word_vectors,
+        description=(
+            "a table of word vectors (D 100, word2vec's size), mean-pooled over a text's "
+            "words; for --method word2vec with data.tokenizer=word"
+        ),
+        defaults={"embed_dim": 100},
         modality="text",
     ),
     "wav2vec2-tiny": EncoderSpec(

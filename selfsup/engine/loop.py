@@ -37,6 +37,7 @@ from selfsup.engine.optim import (
     REFIT_AT,
     WARM_STEPS,
     cosine_lr,
+    linear_lr,
     make_optimizer,
 )
 from selfsup.engine.precision import resolve_accelerator, resolve_precision
@@ -262,10 +263,10 @@ def train(
     if t.strategy == "fsdp":  # sharding replaces the parameters: the optimizer comes after
         model = fabric.setup_module(method)
         optimizer = fabric.setup_optimizers(
-            make_optimizer(t.optimizer, method, lr_peak, weight_decay)
+            make_optimizer(t.optimizer, method, lr_peak, weight_decay, t.momentum)
         )
     else:
-        optimizer = make_optimizer(t.optimizer, method, lr_peak, weight_decay)
+        optimizer = make_optimizer(t.optimizer, method, lr_peak, weight_decay, t.momentum)
         model, optimizer = fabric.setup(method, optimizer)
     model.mark_forward_method("training_step")
     step_fn, already_backward = _step_function(
@@ -331,7 +332,8 @@ def train(
                 if (horizon is not None and step >= horizon) or step == stop_at:
                     break
                 batch = fabric.to_device(batch)
-                lr = cosine_lr(step, horizon or 10**9, lr_peak, warmup_steps(), t.min_lr_ratio)
+                schedule = linear_lr if t.schedule == "linear" else cosine_lr
+                lr = schedule(step, horizon or 10**9, lr_peak, warmup_steps(), t.min_lr_ratio)
                 for group in optimizer.param_groups:
                     group["lr"] = lr * group.get("lr_scale", 1.0)  # layer-wise lr decay
 

@@ -95,7 +95,7 @@ class LARS(torch.optim.Optimizer):
 
 
 def make_optimizer(
-    name: OptimizerName, model: nn.Module, lr: float, weight_decay: float
+    name: OptimizerName, model: nn.Module, lr: float, weight_decay: float, momentum: float = 0.9
 ) -> torch.optim.Optimizer:
     groups = param_groups(model, weight_decay)
     if name == "adamw":
@@ -105,7 +105,7 @@ def make_optimizer(
     if name == "sgd":
         for g in groups:
             g.pop("lars_exclude", None)
-        return torch.optim.SGD(groups, lr=lr, momentum=0.9)
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum)
     return LARS(groups, lr=lr)
 
 
@@ -117,6 +117,17 @@ WARM_STEPS = 2
 REFIT_AT = (0.2, 0.5, 0.8)
 """...and measures it again over all its steps so far at these shares of its budget, since
 the first steps are often slower (each refit moves the cosine schedule a little)."""
+
+
+def linear_lr(
+    step: int, total_steps: int, peak: float, warmup_steps: int, min_ratio: float = 0.0
+) -> float:
+    """Linear warm-up to ``peak`` (none when ``warmup_steps`` is 0), then a straight line down
+    to ``min_ratio·peak`` at ``total_steps``: word2vec's ``alpha`` schedule."""
+    if step < warmup_steps:
+        return peak * (step + 1) / warmup_steps
+    t = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return peak * (1 - t * (1 - min_ratio))
 
 
 def cosine_lr(

@@ -45,6 +45,7 @@ from selfsup.methods.ts2vec import TS2Vec, TS2VecConfig
 from selfsup.methods.vicreg import VICReg, VICRegConfig
 from selfsup.methods.videomae import VideoMAE, VideoMAEConfig
 from selfsup.methods.wav2vec2 import Wav2Vec2, Wav2Vec2Config
+from selfsup.methods.word2vec import Word2Vec, Word2VecConfig
 
 
 @dataclass(frozen=True)
@@ -216,6 +217,14 @@ METHODS: dict[str, MethodSpec] = {
         "smoothing 0.1, for noisy captions",
         "Jia et al. 2021, arXiv:2102.05918",
         modalities=("pairs",),
+    ),
+    "word2vec": MethodSpec(
+        Word2VecConfig,
+        Word2Vec,
+        "word vectors: skip-gram (or CBOW) with 5 negatives from unigram^0.75, a shrunk "
+        "window of 5, subsampling 1e-3; SGD with linear decay; --encoder word-vectors",
+        "Mikolov et al. 2013, arXiv:1310.4546",
+        modalities=("text",),
     ),
     "ts2vec": MethodSpec(
         TS2VecConfig,

@@ -86,10 +86,12 @@ class TextModality:
         return {"max_length": max_length or 128}
 
     def data_info(self, dataset: Any, cfg: RunConfig, folder: Path) -> dict[str, Any]:
+        vocab = dataset.tokenizer.get_vocab_size()
         return {
-            "vocab_size": dataset.tokenizer.get_vocab_size(),
+            "vocab_size": vocab,
             "max_length": cfg.data.max_length,
             "tokenizer": dataset.tokenizer,
+            "token_counts": torch.bincount(dataset.as_tensor().flatten(), minlength=vocab),
         }
 
     def encoder_inputs(self, info: DataInfo) -> dict[str, Any]:
