@@ -229,6 +229,87 @@ def test_an_all_missing_series_stops_or_is_skipped_and_counted(tmp_path, capsys)
     assert len(err) == 1 and err[0].startswith("error: ") and "--skip-bad" in err[0]
 
 
+EQUAL_TS = """@problemName Even
+@equalLength true
+@classLabel true a b
+@data
+1,2,3,4:a
+5,6,7,8:b
+1,2,3:a
+1,x,3,4:b
+4,3,2,1:a
+"""
+
+
+def test_ragged_or_non_numeric_ts_cases_stop_or_are_skipped_and_counted(tmp_path):
+    path = tmp_path / "Even_TRAIN.ts"
+    path.write_text(EQUAL_TS)
+    (tmp_path / "Even_TEST.ts").write_text(EQUAL_TS)
+    with pytest.raises(SelfsupError, match="line 7: 3 values where the first case has 4 and "):
+        load_series(f"series:{path}")
+    kept = load_series(f"series:{path}", skip_bad=True)
+    assert kept.as_tensor().shape == (3, 4, 1) and kept.labels().tolist() == [0, 1, 0]
+    assert len(kept.skipped) == 2
+    assert "line 7" in kept.skipped[0] and "line 8: 'x' is not a number" in kept.skipped[1]
+    # one case whose dimensions differ in length, where the header wants equal lengths
+    path.write_text(EQUAL_TS.replace("1,2,3,4:a", "1,2,3,4:1,2:a", 1))
+    with pytest.raises(SelfsupError, match=r"line 5: dimensions of \[2, 4\] values"):
+        load_series(f"series:{path}")
+    # unequal lengths are what @equalLength false allows: NaN-padded, not an error
+    path.write_text(EQUAL_TS.replace("@equalLength true", ""))
+    with pytest.raises(SelfsupError, match="line 8"):
+        load_series(f"series:{path}")  # the non-numeric cell still is
+    path.write_text(EQUAL_TS.replace("@equalLength true", "").replace("1,x,3,4:b\n", ""))
+    assert load_series(f"series:{path}").as_tensor().shape == (4, 4, 1)
+
+
+def test_ragged_or_non_numeric_csv_rows_are_skipped_and_counted_from_the_cli(tmp_path, capsys):
+    rows = [f"{i},{i + 1},{i + 2},{i + 3}" for i in range(20)]
+    rows[4], rows[9] = "1,2,3", "1,two,3,4"
+    path = tmp_path / "s.csv"
+    path.write_text("\n".join(rows) + "\n")
+    with pytest.raises(SelfsupError, match="line 5: 3 cells where the first row has 4"):
+        load_series(f"series:{path}")
+    kept = load_series(f"series:{path}", "train", skip_bad=True)
+    test = load_series(f"series:{path}", "test", skip_bad=True)
+    assert len(kept) + len(test) == 18 and len(kept.skipped) == 2
+    assert "line 10: 'two' is not a number" in kept.skipped[1]
+    out = tmp_path / "run"
+    args = ["pretrain", "--method", "ts2vec", "--data", f"series:{path}", "--max-steps", "1"]
+    args += ["--out", str(out), "--batch-size", "4", "--set", "train.progress=false"]
+    args += ["--set", "encoder_args={width: 4, embed_dim: 8, depth: 1}", "--no-eval"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "line 5: 3 cells" in err[0] and "Traceback" not in err[0]
+    assert main([*args, "--skip-bad"]) == 0
+    printed = capsys.readouterr()
+    assert "skipped 2 unreadable samples" in " ".join((printed.out + printed.err).split())
+
+
+@pytest.mark.parametrize("suffix", ["_TRAIN.ts", ".csv", ".npy", ".npz"])
+def test_an_empty_series_file_is_one_line(tmp_path, suffix, capsys):
+    path = tmp_path / f"empty{suffix}"
+    path.write_text("")
+    (tmp_path / "empty_TEST.ts").write_text("")
+    with pytest.raises(SelfsupError, match="is empty"):
+        load_series(f"series:{path}")
+    args = ["pretrain", "--method", "ts2vec", "--data", f"series:{path}", "--max-steps", "1"]
+    assert main([*args, "--out", str(tmp_path / "run"), "--no-eval"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "is empty" in err[0]
+
+
+def test_ragged_arrays_and_missing_labels_are_one_line(tmp_path):
+    path = tmp_path / "ragged.npy"
+    np.save(path, np.array([np.zeros(4), np.zeros(3)], dtype=object), allow_pickle=True)
+    with pytest.raises(SelfsupError, match="object array .* pad every series with NaN"):
+        load_series(f"series:{path}")
+    ts = tmp_path / "NoLabel_TRAIN.ts"
+    ts.write_text(TS_TEXT.replace("1,?,3:4,5,6:down", "1,2,3"))
+    with pytest.raises(SelfsupError, match="line 11: a case with no label after ':'"):
+        load_series(f"series:{ts}")
+
+
 def test_svm_protocol_separates_separable_features():
     g = torch.Generator().manual_seed(0)
     y = torch.arange(90) % 3
@@ -250,7 +331,7 @@ def test_svm_protocol_separates_separable_features():
     assert few["C"] == "inf"  # 4 per class is too few to cross-validate: a hard margin
 
 
-def test_ts2vec_pretrains_and_evaluates_from_the_cli(tmp_path):
+def test_ts2vec_pretrains_and_evaluates_from_the_cli(tmp_path, capsys):
     rng = np.random.default_rng(0)
     t = np.linspace(0, 4 * np.pi, 32)
     y = np.arange(64) % 2
@@ -275,6 +356,13 @@ def test_ts2vec_pretrains_and_evaluates_from_the_cli(tmp_path):
     svm = json.loads((out / "svm.json").read_text())
     assert {r["encoder"] for r in svm} == {"ts2vec", "random-init", "raw"}
     assert all(0.5 <= r["svm_accuracy"] <= 1 for r in svm)
+    # a CSV whose header has no label column can pretrain but not be evaluated
+    unlabelled = tmp_path / "unlabelled.csv"
+    unlabelled.write_text("a,b,c\n" + "\n".join(f"{i},{i},{i}" for i in range(10)) + "\n")
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--data", f"series:{unlabelled}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "has no labels, so it cannot be evaluated" in err[0]
 
 
 def test_series_specs_find_their_modality():
