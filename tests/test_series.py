@@ -39,17 +39,18 @@ TS_TEXT = """# a comment
 # --- the slow references, written the obvious way ----------------------------------------
 
 
-def slow_infonce(anchor: torch.Tensor, positive: torch.Tensor, negatives: list) -> float:
-    """-log exp(a·p) / (exp(a·p) + sum_n exp(a·n)), in float64, one term at a time."""
-    pos = math.exp(float(anchor @ positive))
-    neg = sum(math.exp(float(anchor @ n)) for n in negatives)
-    return -math.log(pos / (pos + neg))
+def slow_infonce(anchor: torch.Tensor, positive: torch.Tensor, negatives: list) -> torch.Tensor:
+    """-log exp(a·p) / (exp(a·p) + sum_n exp(a·n)), one term at a time (float64 in the tests,
+    so the reference is exact and differentiable)."""
+    pos = torch.exp(anchor @ positive)
+    neg = sum(torch.exp(anchor @ n) for n in negatives)
+    return -torch.log(pos / (pos + neg))
 
 
-def slow_instance(z1: torch.Tensor, z2: torch.Tensor) -> float:
+def slow_instance(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
     B, T, _ = z1.shape
     if B == 1:
-        return 0.0
+        return z1.new_zeros(())
     terms = []
     for t in range(T):
         for i in range(B):
@@ -62,10 +63,10 @@ def slow_instance(z1: torch.Tensor, z2: torch.Tensor) -> float:
     return sum(terms) / len(terms)
 
 
-def slow_temporal(z1: torch.Tensor, z2: torch.Tensor) -> float:
+def slow_temporal(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
     B, T, _ = z1.shape
     if T == 1:
-        return 0.0
+        return z1.new_zeros(())
     terms = []
     for i in range(B):
         for t in range(T):
@@ -77,14 +78,14 @@ def slow_temporal(z1: torch.Tensor, z2: torch.Tensor) -> float:
     return sum(terms) / len(terms)
 
 
-def slow_hierarchical(z1, z2, alpha: float, temporal_unit: int) -> float:
-    total, levels = 0.0, 0
+def slow_hierarchical(z1, z2, alpha: float, temporal_unit: int) -> torch.Tensor:
+    total, levels = z1.new_zeros(()), 0
     while True:
-        total += alpha * slow_instance(z1, z2)
+        total = total + alpha * slow_instance(z1, z2)
         if z1.shape[1] == 1:
-            return (total) / (levels + 1)
+            return total / (levels + 1)
         if levels >= temporal_unit:
-            total += (1 - alpha) * slow_temporal(z1, z2)
+            total = total + (1 - alpha) * slow_temporal(z1, z2)
         levels += 1
         # max over pairs of neighbouring steps, the odd last step dropped
         T = z1.shape[1] // 2
@@ -100,8 +101,19 @@ def test_hierarchical_loss_matches_the_slow_reference(B, T, D, alpha, unit):
     z2 = torch.randn(B, T, D, generator=g, dtype=torch.float64) * 0.7
     loss = HierarchicalContrastiveLoss(alpha, unit)(z1, z2)
     assert float(loss) == pytest.approx(
-        slow_hierarchical(z1, z2, alpha, unit), rel=1e-6
+        float(slow_hierarchical(z1, z2, alpha, unit)), rel=1e-6
     )  # the loss runs its softmax in float32
+
+
+@pytest.mark.parametrize("B, T, alpha, unit", [(3, 6, 0.5, 0), (2, 5, 0.3, 1)])
+def test_hierarchical_loss_gradients_match_the_slow_reference(B, T, alpha, unit):
+    g = torch.Generator().manual_seed(T)
+    z1 = (torch.randn(B, T, 3, generator=g, dtype=torch.float64) * 0.7).requires_grad_()
+    z2 = (torch.randn(B, T, 3, generator=g, dtype=torch.float64) * 0.7).requires_grad_()
+    fast = torch.autograd.grad(HierarchicalContrastiveLoss(alpha, unit)(z1, z2), (z1, z2))
+    slow = torch.autograd.grad(slow_hierarchical(z1, z2, alpha, unit), (z1, z2))
+    for a, b in zip(fast, slow, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_the_loss_rewards_agreeing_views_and_has_gradients():
@@ -148,6 +160,63 @@ def test_timestamp_mask_hides_each_step_with_probability_p():
     assert mask.dtype == torch.bool and mask.shape == (200, 500)
     assert abs(mask.float().mean().item() - 0.5) < 0.005  # 100,000 draws: 5 sigma is 0.008
     assert not timestamp_mask(10, 10, 0.0).any()
+
+
+def test_timestamp_masks_are_independent_bernoulli_draws():
+    torch.manual_seed(1)
+    mask = timestamp_mask(4000, 40, 0.3).double()  # (B, T)
+    counts = mask.sum(dim=1)  # hidden steps per series: Binomial(40, 0.3), variance 8.4
+    assert abs(counts.mean().item() - 12.0) < 0.15 and abs(counts.var().item() - 8.4) < 0.8
+    lag = torch.corrcoef(torch.stack([mask[:, :-1].flatten(), mask[:, 1:].flatten()]))[0, 1]
+    rows = torch.corrcoef(torch.stack([mask[:-1].flatten(), mask[1:].flatten()]))[0, 1]
+    assert abs(lag) < 0.02 and abs(rows) < 0.02  # no runs over time, nothing shared by rows
+    with pytest.raises(SelfsupError, match=r"lie in \[0, 1\)"):
+        timestamp_mask(2, 2, 1.0)
+
+
+def test_a_timestamp_mask_zeroes_exactly_the_hidden_projected_steps():
+    """The slow reference: project each step by hand, zero it where the mask or a NaN hides
+    it, and run the same blocks."""
+    torch.manual_seed(0)
+    encoder = build_encoder(
+        "ts2vec-dilated", in_channels=2, width=6, embed_dim=5, depth=2, dropout=0.0
+    ).eval()
+    x = torch.randn(2, 9, 2)
+    x[1, 3, 0] = float("nan")
+    mask = timestamp_mask(2, 9, 0.5)
+    weight, bias = encoder.input_fc.weight, encoder.input_fc.bias
+    projected = torch.zeros(2, 9, 6)
+    for b in range(2):
+        for t in range(9):
+            hidden = bool(mask[b, t]) or bool(torch.isnan(x[b, t]).any())
+            if not hidden:
+                projected[b, t] = weight @ x[b, t] + bias
+    with torch.no_grad():
+        slow = encoder.blocks(projected.transpose(1, 2)).transpose(1, 2)
+        torch.testing.assert_close(encoder.forward_tokens(x, mask), slow)
+
+
+def test_ts2vec_loss_is_the_crops_masks_and_loss_composed_by_hand():
+    """The method's training step against the pipeline written out: the same draws, the
+    shared steps cut from each view's features, the slow hierarchical loss."""
+    from selfsup.methods import DataInfo, build_method
+
+    encoder = build_encoder(
+        "ts2vec-dilated", in_channels=1, width=4, embed_dim=6, depth=1, dropout=0.0
+    )
+    method = build_method("ts2vec", {}, encoder, DataInfo(modality="series", channels=1))
+    x = torch.randn(3, 12, 1)
+    torch.manual_seed(7)
+    loss = method.training_step({"series": x})["loss"]
+    torch.manual_seed(7)
+    crops = overlapping_crops(x)
+    mask1 = timestamp_mask(3, crops.first.shape[1])
+    mask2 = timestamp_mask(3, crops.second.shape[1])
+    n = crops.overlap
+    z1 = encoder.forward_tokens(crops.first, mask1)[:, crops.first.shape[1] - n :]
+    z2 = encoder.forward_tokens(crops.second, mask2)[:, :n]
+    slow = slow_hierarchical(z1.double(), z2.double(), 0.5, 0)
+    assert loss.item() == pytest.approx(slow.item(), rel=1e-5)
 
 
 def test_the_encoder_treats_a_hidden_step_as_a_missing_one():
