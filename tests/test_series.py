@@ -16,6 +16,7 @@ from selfsup.cli import main
 from selfsup.data.series import load_series, parse_ts, shipped_sets
 from selfsup.encoders import build_encoder
 from selfsup.errors import SelfsupError
+from selfsup.evaluate.dtw import dtw_distances, nn_dtw_rows
 from selfsup.evaluate.svm import svm_accuracy
 from selfsup.losses.ts2vec import HierarchicalContrastiveLoss
 from selfsup.modalities import modality_of_data
@@ -379,6 +380,78 @@ def test_ragged_arrays_and_missing_labels_are_one_line(tmp_path):
         load_series(f"series:{ts}")
 
 
+def slow_dtw(a: list, b: list) -> float:
+    """Full-window DTW, the O(n·m) table filled cell by cell; a, b are lists of steps (lists
+    of channel values)."""
+    n, m = len(a), len(b)
+    D = [[math.inf] * (m + 1) for _ in range(n + 1)]
+    D[0][0] = 0.0
+    for i in range(1, n + 1):
+        for j in range(1, m + 1):
+            cost = sum((x - y) ** 2 for x, y in zip(a[i - 1], b[j - 1], strict=True))
+            D[i][j] = cost + min(D[i - 1][j - 1], D[i - 1][j], D[i][j - 1])
+    return D[n][m]
+
+
+def observed_steps(series: torch.Tensor) -> list:
+    """The steps before the NaN padding, as lists."""
+    return [step for step in series.tolist() if not all(math.isnan(v) for v in step)]
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_dtw_matches_the_plain_python_recurrence(channels):
+    g = torch.Generator().manual_seed(channels)
+    queries = torch.randn(4, 7, channels, generator=g)
+    bank = torch.randn(5, 9, channels, generator=g)
+    queries[1, 5:] = float("nan")  # a shorter series, NaN-padded
+    bank[2, 2:] = float("nan")
+    bank[4, 1:] = float("nan")  # one step long
+    fast = dtw_distances(queries, bank)
+    for i in range(4):
+        for j in range(5):
+            slow = slow_dtw(observed_steps(queries[i]), observed_steps(bank[j]))
+            assert float(fast[i, j]) == pytest.approx(slow, rel=1e-5), (i, j)
+
+
+def test_dtw_forgives_warping_that_euclid_does_not():
+    t = torch.linspace(0, 6, 40)
+    bump = torch.exp(-((t - 2) ** 2) * 4)[:, None]  # (40, 1)
+    late = torch.exp(-((t - 4) ** 2) * 4)[:, None]  # the same bump, later
+    flat = torch.zeros(40, 1)
+    distances = dtw_distances(bump[None], torch.stack([late, flat]))[0]
+    assert distances[0] < 0.01 < distances[1]  # DTW aligns the bumps
+    assert (bump - late).square().sum() > (bump - flat).square().sum()  # Euclid cannot
+    # repeating steps is free: a series and its copy with every step doubled
+    doubled = bump.repeat_interleave(2, dim=0)[None]
+    assert float(dtw_distances(bump[None], doubled)) == 0.0
+
+
+def test_nn_dtw_rows_at_label_fractions():
+    g = torch.Generator().manual_seed(0)
+    t = torch.linspace(0, 6, 20)
+    shifts = torch.rand(60, generator=g) * 2
+    y = torch.arange(60) % 2
+    # class 0: one bump, class 1: two bumps; each placed at a random time
+    x = torch.stack(
+        [
+            torch.exp(-((t - 1 - s) ** 2) * 6) + (k == 1) * torch.exp(-((t - 3.5 - s) ** 2) * 6)
+            for s, k in zip(shifts, y, strict=True)
+        ]
+    )[:, :, None]
+    rows = nn_dtw_rows((x[:40], y[:40]), (x[40:], y[40:]), [0.25, 1.0], [0, 1])
+    assert [(r["encoder"], r["protocol"], r["label_fraction"]) for r in rows] == [
+        ("raw", "1nn-dtw", 0.25),
+        ("raw", "1nn-dtw", 1.0),
+    ]
+    assert rows[0]["seeds"] == 2 and rows[0]["num_train"] == 10 and rows[1]["num_train"] == 40
+    assert rows[1]["accuracy"] == 1.0
+    nearest = [
+        int(torch.tensor([slow_dtw(observed_steps(q), observed_steps(b)) for b in x[:40]]).argmin())
+        for q in x[40:]
+    ]
+    assert rows[1]["accuracy"] == float((y[:40][nearest] == y[40:]).double().mean())
+
+
 def test_svm_protocol_separates_separable_features():
     g = torch.Generator().manual_seed(0)
     y = torch.arange(90) % 3
@@ -422,6 +495,8 @@ def test_ts2vec_pretrains_and_evaluates_from_the_cli(tmp_path, capsys):
     assert main(args) == 0
     rows = json.loads((out / "eval.json").read_text())
     assert {r["encoder"] for r in rows} == {"ts2vec", "random-init", "raw"}
+    dtw = [r for r in rows if r["protocol"] == "1nn-dtw"]
+    assert len(dtw) == 1 and dtw[0]["encoder"] == "raw" and dtw[0]["accuracy"] > 0.9
     svm = json.loads((out / "svm.json").read_text())
     assert {r["encoder"] for r in svm} == {"ts2vec", "random-init", "raw"}
     assert all(0.5 <= r["svm_accuracy"] <= 1 for r in svm)
