@@ -100,7 +100,7 @@ def seeded_method(name: str, modality: str):
     elif modality == "series":
         series = series_batch(4 * BATCH)["series"]
         dataset = SeriesDataset(series, None, name="series:random", split="train")
-        info, encoder = series_info(), series_encoder()
+        info, encoder = series_info(), series_encoder(name)
     elif modality == "video":
         clips = video_batch(4 * BATCH)["video"]
         dataset = VideoDataset(clips, None, name="video:random", split="train")

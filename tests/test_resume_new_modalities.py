@@ -43,7 +43,9 @@ def tiny_run(name: str, modality: str, tmp):
     return Fabric(accelerator="cpu", devices=1, precision="32-true"), cfg, method, dataset
 
 
-@pytest.mark.parametrize("name, modality", [("ts2vec", "series"), ("videomae", "video")])
+@pytest.mark.parametrize(
+    "name, modality", [("ts2vec", "series"), ("masked-patches", "series"), ("videomae", "video")]
+)
 def test_an_interrupted_run_resumes_with_identical_losses(tmp_path, name, modality):
     full = train(*tiny_run(name, modality, tmp_path / "a"), tmp_path / "a")
     assert full.steps == 6

@@ -32,6 +32,7 @@ from selfsup.methods.graphcl import GraphCL, GraphCLConfig
 from selfsup.methods.graphmae import GraphMAE, GraphMAEConfig
 from selfsup.methods.jigsaw import Jigsaw, JigsawConfig
 from selfsup.methods.mae import MAE, MAEConfig
+from selfsup.methods.masked_patches import MaskedPatches, MaskedPatchesConfig
 from selfsup.methods.mlm import MLM, MLMConfig
 from selfsup.methods.moco import MoCoV2, MoCoV2Config
 from selfsup.methods.mocov3 import MoCoV3, MoCoV3Config
@@ -42,8 +43,8 @@ from selfsup.methods.simmim import SimMIM, SimMIMConfig
 from selfsup.methods.simsiam import SimSiam, SimSiamConfig
 from selfsup.methods.ts2vec import TS2Vec, TS2VecConfig
 from selfsup.methods.vicreg import VICReg, VICRegConfig
-from selfsup.methods.wav2vec2 import Wav2Vec2, Wav2Vec2Config
 from selfsup.methods.videomae import VideoMAE, VideoMAEConfig
+from selfsup.methods.wav2vec2 import Wav2Vec2, Wav2Vec2Config
 
 
 @dataclass(frozen=True)
@@ -214,6 +215,14 @@ METHODS: dict[str, MethodSpec] = {
         "series: two overlapping random crops with timestamp masking, hierarchical "
         "contrastive loss (instance-wise + temporal at every max-pool scale)",
         "Yue et al. 2022, arXiv:2106.10466",
+        modalities=("series",),
+    ),
+    "masked-patches": MethodSpec(
+        MaskedPatchesConfig,
+        MaskedPatches,
+        "series: each channel cut into patches, 40% of them zeroed, a Transformer (patch-tst) "
+        "reconstructs their normalised values (MSE on the hidden patches); PatchTST-style",
+        "Nie et al. 2023, arXiv:2211.14730",
         modalities=("series",),
     ),
     "videomae": MethodSpec(
