@@ -106,7 +106,7 @@ def test_hierarchical_loss_matches_the_slow_reference(B, T, D, alpha, unit):
     )  # the loss runs its softmax in float32
 
 
-@pytest.mark.parametrize("B, T, alpha, unit", [(3, 6, 0.5, 0), (2, 5, 0.3, 1)])
+@pytest.mark.parametrize("B, T, alpha, unit", [(2, 6, 0.5, 0), (3, 4, 0.3, 1)])
 def test_hierarchical_loss_gradients_match_the_slow_reference(B, T, alpha, unit):
     g = torch.Generator().manual_seed(T)
     z1 = (torch.randn(B, T, 3, generator=g, dtype=torch.float64) * 0.7).requires_grad_()
