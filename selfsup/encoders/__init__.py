@@ -22,10 +22,10 @@ from typing import Any
 from torch import nn
 
 from selfsup.encoders.convnet import ConvNet
-from selfsup.encoders.dual import DualEncoder
 from selfsup.encoders.dilated import DilatedConvEncoder
-from selfsup.encoders.patch_tst import PatchTransformer
+from selfsup.encoders.dual import DualEncoder
 from selfsup.encoders.graph import GNNKind, GraphEncoder
+from selfsup.encoders.patch_tst import PatchTransformer
 from selfsup.encoders.resnet import NormKind, ResNet
 from selfsup.encoders.transformer import PositionKind, TextPoolKind, TextTransformer
 from selfsup.encoders.video_vit import VideoTransformer

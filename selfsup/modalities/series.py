@@ -116,8 +116,9 @@ class SeriesModality:
 
         raw = FeatureSet(*raw_features(train, test, ev.batch_size))
         rows = probe_raw(raw, ev, probes, progress)
-        series = [stream_inputs(split, self.input_key, ev.batch_size) for split in (train, test)]
-        return rows + nn_dtw_rows(*series, ev.label_fractions, ev.seeds, progress)
+        train_series = stream_inputs(train, self.input_key, ev.batch_size)
+        test_series = stream_inputs(test, self.input_key, ev.batch_size)
+        return rows + nn_dtw_rows(train_series, test_series, ev.label_fractions, ev.seeds, progress)
 
     def extra_evaluation(
         self,
