@@ -57,7 +57,7 @@ def test_patch_mask_is_uniform_over_positions():
         patch_mask(2, 4, 1.0)
 
 
-def slow_patches(x: torch.Tensor, patch: int, stride: int) -> list:
+def slow_patches(x: torch.Tensor, patch: int, stride: int, normalise: bool = True) -> list:
     """Per series and channel: normalise by the observed values' mean and (biased) std,
     pad the end with NaN to whole strides, cut patches one by one; channel-major order."""
     B, T, C = x.shape
@@ -69,7 +69,7 @@ def slow_patches(x: torch.Tensor, patch: int, stride: int) -> list:
             seen = [v for v in values if not math.isnan(v)]
             mean = sum(seen) / len(seen)
             std = math.sqrt(sum((v - mean) ** 2 for v in seen) / len(seen) + 1e-5)
-            values = [(v - mean) / std for v in values]
+            values = [(v - mean) / std for v in values] if normalise else values
             n = max(0, math.ceil((T - patch) / stride)) + 1
             values += [math.nan] * ((n - 1) * stride + patch - T)
             rows += [values[i * stride : i * stride + patch] for i in range(n)]
@@ -77,17 +77,27 @@ def slow_patches(x: torch.Tensor, patch: int, stride: int) -> list:
     return out
 
 
-@pytest.mark.parametrize("T, patch, stride", [(12, 4, 4), (13, 4, 4), (10, 4, 2), (3, 4, 4)])
-def test_patchify_matches_the_slow_reference(T, patch, stride):
+@pytest.mark.parametrize(
+    "T, patch, stride, normalise",
+    [(12, 4, 4, True), (13, 4, 4, True), (10, 4, 2, True), (3, 4, 4, True), (13, 4, 4, False)],
+)
+def test_patchify_matches_the_slow_reference(T, patch, stride, normalise):
     g = torch.Generator().manual_seed(T)
     x = torch.randn(2, T, 3, generator=g) * 3 + 1
     x[0, 1, 2] = math.nan
     x[1, T - 2 :, :] = math.nan  # a shorter series
     encoder = build_encoder(
-        "patch-tst", in_channels=3, patch_len=patch, stride=stride, d_model=8, depth=1, num_heads=2
+        "patch-tst",
+        in_channels=3,
+        patch_len=patch,
+        stride=stride,
+        d_model=8,
+        depth=1,
+        num_heads=2,
+        instance_norm=normalise,
     )
     patches, observed = encoder.patchify(x)
-    slow = torch.tensor(slow_patches(x, patch, stride), dtype=torch.float32)
+    slow = torch.tensor(slow_patches(x, patch, stride, normalise), dtype=torch.float32)
     torch.testing.assert_close(patches, slow, equal_nan=True, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(observed, ~torch.isnan(slow).all(dim=-1))
 

@@ -421,6 +421,7 @@ ENCODERS: dict[str, EncoderSpec] = {
             "num_heads": 16,
             "mlp_ratio": 4.0,
             "dropout": 0.2,
+            "instance_norm": True,
         },
         modality="series",
     ),

@@ -56,6 +56,10 @@ class PatchTransformer(nn.Module):
         num_heads: attention heads; the paper's 16.
         mlp_ratio: MLP width over D; the paper's 4 (d_ff 512).
         dropout: on attention and residual branches while training; the paper's 0.2.
+        instance_norm: normalise each channel of each series by its own mean and std
+            (RevIN, the paper's); False keeps level and scale in the input, which
+            classification may need (a standing and a running accelerometer differ mostly
+            in scale).
     """
 
     def __init__(
@@ -68,6 +72,7 @@ class PatchTransformer(nn.Module):
         num_heads: int = 16,
         mlp_ratio: float = 4.0,
         dropout: float = 0.2,
+        instance_norm: bool = True,
     ) -> None:
         super().__init__()
         if min(in_channels, patch_len, stride, d_model, num_heads) < 1 or depth < 0:
@@ -79,6 +84,7 @@ class PatchTransformer(nn.Module):
             raise SelfsupError(f"d_model {d_model} must be even and divisible by {num_heads} heads")
         self.in_channels, self.patch_len, self.stride = in_channels, patch_len, stride
         self.d_model = d_model
+        self.instance_norm = instance_norm
         self.embed_dim: int = in_channels * d_model
         self.embed = nn.Linear(patch_len, d_model)
         self.dropout = nn.Dropout(dropout)
@@ -100,11 +106,12 @@ class PatchTransformer(nn.Module):
             )
         B, T, C = x.shape
         x = x.float().transpose(1, 2)  # (B, C, T): each channel a series of its own
-        observed = ~torch.isnan(x)
-        count = observed.sum(dim=-1, keepdim=True).clamp(min=1)  # (B, C, 1)
-        mean = torch.where(observed, x, 0.0).sum(dim=-1, keepdim=True) / count
-        var = torch.where(observed, (x - mean) ** 2, 0.0).sum(dim=-1, keepdim=True) / count
-        x = (x - mean) / torch.sqrt(var + 1e-5)  # RevIN without the affine; NaN stays NaN
+        if self.instance_norm:
+            observed = ~torch.isnan(x)
+            count = observed.sum(dim=-1, keepdim=True).clamp(min=1)  # (B, C, 1)
+            mean = torch.where(observed, x, 0.0).sum(dim=-1, keepdim=True) / count
+            var = torch.where(observed, (x - mean) ** 2, 0.0).sum(dim=-1, keepdim=True) / count
+            x = (x - mean) / torch.sqrt(var + 1e-5)  # RevIN without the affine; NaN stays NaN
         N = self.num_patches(T)
         x = F.pad(x, (0, (N - 1) * self.stride + self.patch_len - T), value=math.nan)
         starts = torch.arange(N, device=x.device)[:, None] * self.stride  # (N, 1)
