@@ -12,6 +12,7 @@ from selfsup.config import make_config
 from selfsup.evaluate.features import extract_features
 from selfsup.evaluate.run import embed, evaluate_run
 from selfsup.export import load_encoder
+from selfsup.modalities.pairs import zero_shot_images
 from selfsup.modalities.text import generate_text
 from selfsup.pretraining import Run, export_checkpoint, pretrain
 
@@ -25,4 +26,5 @@ __all__ = [
     "load_encoder",
     "make_config",
     "pretrain",
+    "zero_shot_images",
 ]

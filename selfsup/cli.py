@@ -1,5 +1,5 @@
 """The ``selfsup`` command: list, pretrain, federate, evaluate, embed, export, attention, generate,
-show-masking, pack, demo.
+zero-shot, show-masking, pack, demo.
 
 Every option maps onto a field of the typed config (``selfsup/config.py``); ``--set
 key.path=value`` reaches any field that has no flag of its own. User errors print one line
@@ -338,6 +338,22 @@ def cmd_generate(args: argparse.Namespace) -> None:
         print(f"--- sample {number}\n{text}")
 
 
+def cmd_zero_shot(args: argparse.Namespace) -> None:
+    from selfsup.api import zero_shot_images
+
+    classes = args.classes.split(",") if args.classes else None
+    result = zero_shot_images(args.run, args.data, classes=classes, split=args.split, out=args.out)
+    counts = ", ".join(f"{name} {n}" for name, n in result["predicted_counts"].items())
+    print(f"{result['images']} images over {len(result['classes'])} classes; predicted: {counts}")
+    if "accuracy" in result:
+        print(
+            f"zero-shot accuracy {result['accuracy']:.1f}% on the {result['labelled']} labelled "
+            f"images (chance {result['chance']:.1f}%)"
+        )
+    if args.out:
+        print(f"predictions: {args.out}")
+
+
 def cmd_show_masking(args: argparse.Namespace) -> None:
     from selfsup.evaluate.masking import show_masking
 
@@ -609,6 +625,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num", type=int, default=3, help="how many samples")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser(
+        "zero-shot",
+        help="classify images by class-name prompts with an image–text run (clip, siglip, align)",
+    )
+    p.add_argument("run", help="a clip, siglip or align run or export folder")
+    p.add_argument(
+        "--data",
+        required=True,
+        help="images: folder:PATH (subfolders = classes), fashion-mnist, ...",
+    )
+    p.add_argument(
+        "--classes", help="comma-separated class names; default: the data's own (its subfolders)"
+    )
+    p.add_argument("--split", choices=["train", "test", "all"], default="all")
+    p.add_argument("--out", help="CSV of each image's predicted class and score")
+    p.set_defaults(func=cmd_zero_shot)
 
     p = sub.add_parser(
         "show-masking",

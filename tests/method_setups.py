@@ -38,17 +38,31 @@ def cases(modalities: tuple[str, ...] | None = None) -> list[tuple[str, str]]:
 
 def audio_setup(name: str, size: int) -> tuple[DataInfo, nn.Module, dict[str, torch.Tensor]]:
     """A 1-block wav2vec 2.0 encoder and ``size`` chirps of 0.3 s at 8 kHz (pitch rising at
-    a random rate, so masked frames are predictable from their neighbours)."""
-    del name  # every audio method takes the wav2vec 2.0 encoder
-    info = DataInfo(modality="audio", sample_rate=8000, max_samples=2400)
+    a random rate, so masked frames are predictable from their neighbours); 0.8 s for
+    HuBERT, whose k-means seeds its 100 units from the first batch's frames."""
+    samples = 6400 if name == "hubert" else 2400
+    info = DataInfo(modality="audio", sample_rate=8000, max_samples=samples)
     encoder = build_encoder(
         "wav2vec2-tiny", sample_rate=8000, conv_dim=16, embed_dim=32, depth=1, num_heads=2
     )
     g = torch.Generator().manual_seed(0)
-    t = torch.arange(2400) / 8000
+    t = torch.arange(samples) / 8000
     f0 = 200 + 300 * torch.rand(size, 1, generator=g)
     slope = 1500 + 1000 * torch.rand(size, 1, generator=g)
     return info, encoder, {"audio": torch.sin(2 * torch.pi * (f0 * t + slope * t**2 / 2))}
+
+
+class WaveSamples(torch.utils.data.Dataset):
+    """Equal-length chirps as ``{"audio": (T,)}`` samples (no padding to collate)."""
+
+    def __init__(self, waves: torch.Tensor) -> None:
+        self.waves = waves
+
+    def __len__(self) -> int:
+        return len(self.waves)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {"audio": self.waves[index]}
 
 
 @functools.cache

@@ -16,6 +16,8 @@ from method_setups import (
     SEQ_LEN,
     WORDS,
     PairSamples,
+    WaveSamples,
+    audio_setup,
     cases,
     image_encoder,
     pair_encoder,
@@ -43,8 +45,8 @@ from selfsup.methods import DataInfo, build_method
 
 STEPS, BATCH, SIZE = 2, 16, 16
 
-DISTRIBUTED = ("image", "text")
-"""Modalities whose methods run here; audio (wav2vec2) has no multi-process test yet (issue 16)."""
+DISTRIBUTED = ("image", "text", "audio")
+"""Modalities whose methods run here."""
 
 
 def _dataset() -> TensorImageDataset:
@@ -69,6 +71,7 @@ DATA = {
     "text": "text:random",
     "series": "series:random",
     "video": "video:random",
+    "audio": "audio:random",
 }
 
 
@@ -101,6 +104,9 @@ def seeded_method(name: str, modality: str):
         series = series_batch(4 * BATCH)["series"]
         dataset = SeriesDataset(series, None, name="series:random", split="train")
         info, encoder = series_info(), series_encoder(name)
+    elif modality == "audio":
+        info, encoder, batch = audio_setup(name, 4 * BATCH)
+        dataset = WaveSamples(batch["audio"])
     elif modality == "video":
         clips = video_batch(4 * BATCH)["video"]
         dataset = VideoDataset(clips, None, name="video:random", split="train")

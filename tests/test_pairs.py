@@ -330,7 +330,7 @@ def _tokenizer(captions: list[str]):
 
 
 @pytest.mark.slow
-def test_clip_learns_zero_shot_and_retrieval_end_to_end(tmp_path):
+def test_clip_learns_zero_shot_and_retrieval_end_to_end(tmp_path, capsys):
     """A tiny CLIP run from the API on captioned drawings: exported towers and tokenizer, and
     zero-shot accuracy and retrieval above the random-init towers."""
     from selfsup.api import pretrain
@@ -355,3 +355,38 @@ def test_clip_learns_zero_shot_and_retrieval_end_to_end(tmp_path):
     assert zero["clip"]["zero_shot_accuracy"] >= 80 > zero["random-init"]["zero_shot_accuracy"]
     assert found["clip"]["image_to_text_r5"] > 2 * found["random-init"]["image_to_text_r5"]
     assert found["clip"]["text_to_image_r5"] > 2 * found["random-init"]["text_to_image_r5"]
+
+    # `selfsup zero-shot` on a folder of images: the subfolders are the classes
+    images = tmp_path / "images"
+    for path in root.rglob("*.png"):
+        (images / path.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, images / path.parent.name / path.name)
+    out = tmp_path / "predictions.csv"
+    assert main(
+        ["zero-shot", str(run.run_dir), "--data", f"folder:{images}", "--out", str(out)]
+    ) in (0, None)
+    printed = capsys.readouterr().out
+    accuracy = float(printed.split("zero-shot accuracy ")[1].split("%")[0])
+    assert accuracy >= 80, printed
+    rows = out.read_text().splitlines()
+    assert rows[0] == "image,predicted,score" and len(rows) == 1 + 160
+    assert {r.split(",")[1] for r in rows[1:]} <= {"square", "stripe"}
+    # classes of the user's choosing on unlabelled images, and the one-line refusals
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for path in list(images.rglob("*.png"))[:10]:
+        shutil.copy(path, flat / f"{path.parent.name}-{path.name}")
+    assert main(
+        ["zero-shot", str(run.run_dir), "--data", f"folder:{flat}", "--classes", "square,stripe"]
+    ) in (0, None)
+    assert "10 images over 2 classes" in capsys.readouterr().out
+    for argv, message in [
+        (["--data", f"folder:{flat}"], "pass at least two with --classes"),
+        (
+            ["--data", f"folder:{images}", "--split", "all", "--classes", "square"],
+            "pass at least two",
+        ),
+    ]:
+        assert main(["zero-shot", str(run.run_dir), *argv]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0]

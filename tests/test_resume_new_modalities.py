@@ -1,13 +1,13 @@
-"""TS2Vec and VideoMAE resume exactly: a run interrupted after its checkpoint and resumed from
+"""TS2Vec, VideoMAE and the speech methods resume exactly: a run interrupted after its checkpoint and resumed from
 it repeats the uninterrupted run's losses bit for bit (crops, timestamp and tube masks are
-drawn from the RNG state the checkpoint restores)."""
+drawn from the RNG state the checkpoint restores; HuBERT's k-means centres are buffers)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 from lightning_fabric import Fabric
-from method_setups import setup
+from method_setups import WaveSamples, setup
 
 from selfsup.api import make_config
 from selfsup.data.series import SeriesDataset
@@ -21,7 +21,7 @@ class Interrupt(Exception):
     pass
 
 
-DATA = {"series": "series:random", "video": "video:random"}
+DATA = {"series": "series:random", "video": "video:random", "audio": "audio:random"}
 
 
 def tiny_run(name: str, modality: str, tmp):
@@ -34,17 +34,26 @@ def tiny_run(name: str, modality: str, tmp):
     torch.manual_seed(0)
     info, encoder, batch = setup(name, modality, 32)
     inputs = batch[modality]
-    dataset = (
-        SeriesDataset(inputs, None, name=DATA[modality], split="train")
-        if modality == "series"
-        else VideoDataset(inputs, None, name=DATA[modality], split="train")
-    )
+    if modality == "audio":
+        dataset = WaveSamples(inputs)
+    elif modality == "series":
+        dataset = SeriesDataset(inputs, None, name=DATA[modality], split="train")
+    else:
+        dataset = VideoDataset(inputs, None, name=DATA[modality], split="train")
     method = build_method(name, {}, encoder, info)
     return Fabric(accelerator="cpu", devices=1, precision="32-true"), cfg, method, dataset
 
 
 @pytest.mark.parametrize(
-    "name, modality", [("ts2vec", "series"), ("masked-patches", "series"), ("videomae", "video")]
+    "name, modality",
+    [
+        ("ts2vec", "series"),
+        ("masked-patches", "series"),
+        ("videomae", "video"),
+        ("wav2vec2", "audio"),
+        ("hubert", "audio"),
+        ("data2vec", "audio"),
+    ],
 )
 def test_an_interrupted_run_resumes_with_identical_losses(tmp_path, name, modality):
     full = train(*tiny_run(name, modality, tmp_path / "a"), tmp_path / "a")

@@ -30,6 +30,7 @@ from selfsup.methods.data2vec import Data2Vec, Data2VecConfig
 from selfsup.methods.dino import DINO, DINOConfig
 from selfsup.methods.graphcl import GraphCL, GraphCLConfig
 from selfsup.methods.graphmae import GraphMAE, GraphMAEConfig
+from selfsup.methods.hubert import HuBERT, HuBERTConfig
 from selfsup.methods.jigsaw import Jigsaw, JigsawConfig
 from selfsup.methods.mae import MAE, MAEConfig
 from selfsup.methods.masked_patches import MaskedPatches, MaskedPatchesConfig
@@ -173,9 +174,9 @@ METHODS: dict[str, MethodSpec] = {
         Data2VecConfig,
         Data2Vec,
         "masked prediction of an EMA teacher's averaged top-K layer outputs; images (block "
-        "masks) and text (BERT masks) alike",
+        "masks), text (BERT masks) and speech (wav2vec 2.0 spans) alike",
         "Baevski et al. 2022, arXiv:2202.03555",
-        modalities=("image", "text"),
+        modalities=("image", "text", "audio"),
     ),
     "wav2vec2": MethodSpec(
         Wav2Vec2Config,
@@ -183,6 +184,14 @@ METHODS: dict[str, MethodSpec] = {
         "speech: mask ~half the latent frames in spans of 10, pick each one's Gumbel-quantized "
         "code among 100 distractors from the context (contrastive + codebook diversity)",
         "Baevski et al. 2020, arXiv:2006.11477",
+        modalities=("audio",),
+    ),
+    "hubert": MethodSpec(
+        HuBERTConfig,
+        HuBERT,
+        "speech: mask ~half the latent frames in spans of 10, predict each hidden frame's "
+        "k-means unit (100 clusters of MFCC+deltas, fitted online then frozen)",
+        "Hsu et al. 2021, arXiv:2106.07447",
         modalities=("audio",),
     ),
     "clip": MethodSpec(

@@ -122,7 +122,8 @@ class Wav2Vec2(nn.Module):
         self.project_q = nn.Linear(cfg.codevector_dim, cfg.codevector_dim)
         self.final_proj = nn.Linear(encoder.embed_dim, cfg.codevector_dim)
         self.loss = Wav2Vec2ContrastiveLoss(cfg.kappa)
-        self.tau = cfg.temperature_start
+        # a buffer, so a resumed run continues at the checkpoint's temperature
+        self.register_buffer("tau", torch.tensor(cfg.temperature_start))
 
     def training_step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         wave = crop_to_shortest(batch["audio"])  # (B, T') no padding left
@@ -141,7 +142,7 @@ class Wav2Vec2(nn.Module):
         x = torch.where(mask.unsqueeze(-1), self.encoder.mask_embedding.to(x.dtype), x)
         context, _ = self.encoder.contextualise(x, padding)  # (B, N, D)
         c = self.final_proj(context[mask]).view(B, M, -1)  # (B, M, F), rows in order
-        q, mean_probs, codes = self.quantizer(latent[mask], self.tau)  # (B·M, F)
+        q, mean_probs, codes = self.quantizer(latent[mask], float(self.tau))  # (B·M, F)
         q = self.project_q(q).view(B, M, -1)  # (B, M, F)
         distractors = sample_distractors(B, M, self.cfg.num_negatives, device=q.device)
         contrastive = self.loss(c, q, distractors)
@@ -154,11 +155,11 @@ class Wav2Vec2(nn.Module):
             "contrastive": contrastive.detach(),
             "diversity": diversity.detach(),
             "code_perplexity": self.quantizer.code_perplexity(codes),
-            "gumbel_temperature": torch.tensor(self.tau),
+            "gumbel_temperature": self.tau.clone(),
             "masked_share": (mask.sum() / (~padding).sum()).detach(),
             "features": pool_frames(context, padding).detach(),  # (B, D)
             "embedding": q.flatten(0, 1).detach(),  # (B·M, F): collapses with the codebook
         }
 
     def on_step_end(self, progress: float) -> None:
-        self.tau = gumbel_temperature(self.cfg, progress)
+        self.tau.fill_(gumbel_temperature(self.cfg, progress))

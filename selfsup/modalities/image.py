@@ -16,8 +16,8 @@ from torch import Tensor, nn
 from selfsup.data.loader import collate_samples
 from selfsup.data.sources import DATASETS, guess_image_spec, load_images
 from selfsup.errors import SelfsupError
-from selfsup.views.corruptions import IMAGE_CORRUPTIONS
 from selfsup.modalities.channels import check_channels
+from selfsup.views.corruptions import IMAGE_CORRUPTIONS
 
 if TYPE_CHECKING:
     from selfsup.config import DataConfig, EvalConfig, RunConfig

@@ -274,3 +274,99 @@ def pair_scores(
 
 
 PAIRS = PairsModality()
+
+
+def zero_shot_images(
+    run: str | Path,
+    data: str,
+    *,
+    classes: Sequence[str] | None = None,
+    split: str = "all",
+    batch_size: int = 256,
+    out: str | Path | None = None,
+) -> dict[str, Any]:
+    """Classify the images of ``data`` (any image source: ``folder:PATH``, ``fashion-mnist``,
+    ...) by class-name prompts with the two towers of an image–text run (clip, siglip,
+    align). The classes are ``classes`` or, by default, the data's own class names (a
+    folder's subfolders). ``split`` is ``train``, ``test`` or ``all`` (both). With ``out``,
+    writes a CSV of each image, its predicted class and the cosine score. Returns the
+    prediction counts per class and, where the images carry labels named among the classes,
+    the accuracy against chance."""
+    import csv
+
+    import torch.nn.functional as F
+
+    from selfsup.data.sources import load_images
+    from selfsup.data.tokenizer import encode_batch
+    from selfsup.evaluate.features import map_batches
+    from selfsup.evaluate.retrieval import ensemble_classifier, prompts_for
+    from selfsup.export import load_encoder, read_spec
+
+    folder = Path(run).parent if Path(run).is_file() else Path(run)
+    model = load_encoder(folder)
+    if not (hasattr(model, "encode_image") and hasattr(model, "encode_text")):
+        raise SelfsupError(
+            f"{str(run)!r} holds no image–text towers: zero-shot needs a clip, siglip or align run"
+        )
+    if split not in ("train", "test", "all"):
+        raise SelfsupError(f"unknown split {split!r}; use train, test or all")
+    spec = read_spec(folder)
+    image_size = spec.get("image_size")
+    datasets = [
+        load_images(data, part, image_size=image_size)
+        for part in (("train", "test") if split == "all" else (split,))
+    ]
+    own = datasets[0].class_names if datasets[0].has_labels else []
+    names = [c.strip() for c in classes if c.strip()] if classes else list(own)
+    if len(names) < 2:
+        raise SelfsupError(
+            f"{data} names no classes: pass at least two with --classes, e.g. --classes cat,dog"
+        )
+    tokenizer = find_tokenizer(folder)
+    prompts = encode_batch(tokenizer, prompts_for(names), int(spec.get("max_length") or 32))
+    model.eval()
+    with torch.no_grad():
+        prompt_z = torch.cat(
+            [
+                model.encode_text(prompts[i : i + batch_size])
+                for i in range(0, len(prompts), batch_size)
+            ]
+        )
+    classifier = ensemble_classifier(prompt_z, len(names))  # (K, P)
+    prepare = IMAGE.to_input(model)
+    scores, items, truth = [], [], []
+    for dataset in datasets:
+        z, _ = map_batches(
+            lambda x: model.encode_image(prepare(x)),
+            dataset,
+            batch_size=batch_size,
+            input_key="image",
+        )
+        scores.append(F.normalize(z.float(), dim=1) @ classifier.T)  # (N, K) cosines
+        files = getattr(dataset, "files", None)
+        items += (
+            list(files) if files is not None else [f"{dataset.split}:{i}" for i in range(len(z))]
+        )
+        if dataset.has_labels:  # the data's own label, as an index into ``names`` (-1: absent)
+            where = {n: i for i, n in enumerate(names)}
+            truth += [where.get(dataset.class_names[int(y)], -1) for y in dataset.labels()]
+    cosines = torch.cat(scores)
+    best, predicted = cosines.max(dim=1)
+    result: dict[str, Any] = {
+        "images": len(items),
+        "classes": names,
+        "predicted_counts": {n: int((predicted == i).sum()) for i, n in enumerate(names)},
+        "chance": 100 / len(names),
+    }
+    known = torch.tensor(truth) if truth else torch.empty(0, dtype=torch.int64)
+    if len(known) and bool((known >= 0).any()):
+        keep = known >= 0
+        result["labelled"] = int(keep.sum())
+        result["accuracy"] = float((predicted[keep] == known[keep]).float().mean() * 100)
+    if out is not None:
+        with Path(out).open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["image", "predicted", "score"])
+            for item, k, s in zip(items, predicted.tolist(), best.tolist(), strict=True):
+                writer.writerow([item, names[k], f"{s:.4f}"])
+    return result

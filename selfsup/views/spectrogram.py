@@ -54,8 +54,11 @@ def log_mel(
     n_mels: int = 40,
     win_ms: float = 25.0,
     hop_ms: float = 10.0,
+    center: bool = True,
 ) -> Tensor:
-    """(B, T) float waveforms -> (B, frames, n_mels) log-mel energies, frames = T // hop + 1."""
+    """(B, T) float waveforms -> (B, frames, n_mels) log-mel energies, frames = T // hop + 1;
+    with ``center=False`` frame t starts at sample t · hop (Kaldi's framing: frames =
+    (T − n_fft) // hop + 1), so it lines up with a strided convolution's frame t."""
     win, hop, n_fft = frame_sizes(sample_rate, win_ms, hop_ms)
     window = torch.hann_window(win, periodic=True, dtype=torch.float32, device=wave.device)
     spec = torch.stft(
@@ -64,7 +67,7 @@ def log_mel(
         hop_length=hop,
         win_length=win,
         window=window,
-        center=True,
+        center=center,
         pad_mode="reflect",
         return_complex=True,
     )  # (B, F, frames)
@@ -91,10 +94,36 @@ def mfcc(
     n_mels: int = 40,
     win_ms: float = 25.0,
     hop_ms: float = 10.0,
+    center: bool = True,
 ) -> Tensor:
     """(B, T) float waveforms -> (B, frames, n_mfcc) MFCCs."""
-    mels = log_mel(wave, sample_rate, n_mels=n_mels, win_ms=win_ms, hop_ms=hop_ms)
+    mels = log_mel(wave, sample_rate, n_mels=n_mels, win_ms=win_ms, hop_ms=hop_ms, center=center)
     return mels @ dct_matrix(n_mels, n_mfcc).to(mels.device)  # (B, frames, n_mfcc)
+
+
+def deltas(feats: Tensor, width: int = 2) -> Tensor:
+    """(B, N, C) features -> (B, N, C) their time derivatives by the regression formula of
+    HTK and Kaldi (``compute_deltas`` with window 2·width + 1), edges repeated:
+
+        d_t = Σ_{n=1..width} n · (c_{t+n} − c_{t−n}) / (2 Σ_{n=1..width} n²)
+    """
+    N = feats.shape[1]
+    index = torch.arange(N, device=feats.device)
+    total = torch.zeros_like(feats)
+    for n in range(1, width + 1):
+        ahead = feats[:, (index + n).clamp(max=N - 1)]
+        behind = feats[:, (index - n).clamp(min=0)]
+        total = total + n * (ahead - behind)
+    return total / (2 * sum(n * n for n in range(1, width + 1)))
+
+
+def mfcc_deltas(wave: Tensor, sample_rate: int, hop: int, n_mfcc: int = 13) -> Tensor:
+    """(B, T) waveforms -> (B, frames, 3 · n_mfcc): MFCCs over 25 ms frames every ``hop``
+    samples (uncentred, frame t starts at t · hop) with their deltas and delta-deltas;
+    HuBERT's first-iteration clustering features (39 dims for 13 MFCCs)."""
+    feats = mfcc(wave, sample_rate, n_mfcc=n_mfcc, hop_ms=1000.0 * hop / sample_rate, center=False)
+    first = deltas(feats)
+    return torch.cat([feats, first, deltas(first)], dim=-1)
 
 
 def frame_padding(padding: Tensor, hop: int, frames: int) -> Tensor:
