@@ -63,7 +63,8 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
         "--skip-bad",
         action="store_true",
         default=None,
-        help="skip unreadable image files instead of stopping",
+        help="skip what cannot be read (image files, clips, ragged or non-numeric series rows, "
+        "all-missing series) instead of stopping; they are counted in the log",
     )
     g.add_argument(
         "--num-workers",

@@ -129,7 +129,7 @@ def _pretrain_worker(
     dataset, info = training_data(cfg, run_dir, fabric.world_size)
     if getattr(dataset, "skipped", None) and fabric.is_global_zero:
         console.print(
-            f"[yellow]skipped {len(dataset.skipped)} unreadable files[/] (first: {dataset.skipped[0]})"
+            f"[yellow]skipped {len(dataset.skipped)} unreadable samples[/] (first: {dataset.skipped[0]})"
         )
     fabric.seed_everything(cfg.train.seed, verbose=False)  # encoder and head weights follow
     if encoder is None:

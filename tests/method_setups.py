@@ -128,7 +128,11 @@ def series_info() -> DataInfo:
     return DataInfo(modality="series", channels=2, max_length=24)
 
 
-def series_encoder() -> nn.Module:
+def series_encoder(name: str = "ts2vec") -> nn.Module:
+    if name == "masked-patches":  # the method needs a patch encoder
+        return build_encoder(
+            "patch-tst", in_channels=2, patch_len=4, stride=4, d_model=16, depth=1, num_heads=2
+        )
     return build_encoder(
         "ts2vec-dilated", in_channels=2, width=16, embed_dim=32, depth=3, dropout=0.0
     )
@@ -183,7 +187,7 @@ def setup(name: str, modality: str, size: int) -> tuple[DataInfo, nn.Module, dic
     """(data info, encoder, batch) for method ``name`` on ``modality`` (series, video, audio,
     pairs and text; the image cases choose their channels and sizes themselves)."""
     if modality == "series":
-        return series_info(), series_encoder(), series_batch(size)
+        return series_info(), series_encoder(name), series_batch(size)
     if modality == "video":
         return video_info(), video_encoder(), video_batch(size)
     if modality == "audio":

@@ -103,7 +103,7 @@ def seeded_method(name: str, modality: str):
     elif modality == "series":
         series = series_batch(4 * BATCH)["series"]
         dataset = SeriesDataset(series, None, name="series:random", split="train")
-        info, encoder = series_info(), series_encoder()
+        info, encoder = series_info(), series_encoder(name)
     elif modality == "audio":
         info, encoder, batch = audio_setup(name, 4 * BATCH)
         dataset = WaveSamples(batch["audio"])

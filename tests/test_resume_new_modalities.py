@@ -48,6 +48,7 @@ def tiny_run(name: str, modality: str, tmp):
     "name, modality",
     [
         ("ts2vec", "series"),
+        ("masked-patches", "series"),
         ("videomae", "video"),
         ("wav2vec2", "audio"),
         ("hubert", "audio"),

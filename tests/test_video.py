@@ -107,7 +107,34 @@ def test_bad_clip_files_say_what_is_wrong(tmp_path):
         build_method("videomae", {}, encoder, info)  # 90% of a 2×2 grid is all of it
 
 
-def test_videomae_pretrains_and_evaluates_from_the_cli(tmp_path):
+@pytest.mark.parametrize(
+    "content", [b"", b"\x93NUMPY garbage that is not an array", b"PK\x03\x04 a broken zip"]
+)
+def test_a_clip_file_that_does_not_load_is_one_line(tmp_path, content, capsys):
+    path = tmp_path / ("clips.npz" if content.startswith(b"PK") else "clips.npy")
+    path.write_bytes(content)
+    with pytest.raises(SelfsupError, match="cannot read .* as .npy/.npz"):
+        load_video(f"video:{path}")
+    args = ["pretrain", "--method", "videomae", "--data", f"video:{path}", "--max-steps", "1"]
+    assert main([*args, "--out", str(tmp_path / "run"), "--no-eval"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: cannot read") and "Traceback" not in err[0]
+
+
+def test_clips_shorter_than_the_encoders_frames_are_one_line(tmp_path):
+    from selfsup.modalities.video import VIDEO
+
+    path = tmp_path / "short.npz"
+    np.savez(path, x=np.zeros((5, 2, 8, 8), dtype=np.uint8))
+    short = load_video(f"video:{path}")
+    encoder = build_encoder("video-vit-tiny", in_channels=1, image_size=8, frames=4, depth=1)
+    with pytest.raises(SelfsupError, match="clips of 2 frames, shorter than the 4 the encoder"):
+        VIDEO.check_encoder(encoder, short, f"video:{path}")
+    np.savez(path, x=np.zeros((5, 4, 8, 8), dtype=np.uint8))
+    VIDEO.check_encoder(encoder, load_video(f"video:{path}"), f"video:{path}")  # the right length
+
+
+def test_videomae_pretrains_and_evaluates_from_the_cli(tmp_path, capsys):
     rng = np.random.default_rng(0)
     clips = rng.integers(0, 40, (48, 4, 8, 8), dtype=np.uint8)
     y = np.arange(48) % 2
@@ -133,3 +160,14 @@ def test_videomae_pretrains_and_evaluates_from_the_cli(tmp_path):
     assert main(args) == 0
     rows = json.loads((out / "eval.json").read_text())
     assert {r["encoder"] for r in rows} == {"videomae", "random-init", "raw"}
+    short = tmp_path / "short.npz"
+    np.savez(short, x=clips[:, :2], y=y)  # 2 frames where the encoder was trained on 4
+    capsys.readouterr()
+    embed = ["embed", str(out), "--out", str(tmp_path / "f.npy")]
+    for command, message in (
+        (embed, "clips of 2 frames, shorter than the 4 the encoder was trained on"),
+        (["evaluate", str(out)], r"reads clips (B, 4, C, H, W), got ("),
+    ):
+        assert main([*command, "--data", f"video:{short}"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err

@@ -22,8 +22,9 @@ import functools
 import importlib.util
 import math
 import zipfile
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import numpy as np
 import torch
@@ -33,6 +34,8 @@ from torch.utils.data import Dataset
 from selfsup.errors import SelfsupError
 
 Split = Literal["train", "test"]
+Row = TypeVar("Row")
+Read = TypeVar("Read")
 
 ARCHIVE_SETS: tuple[str, ...] = (
     "GunPoint",
@@ -119,8 +122,9 @@ class SeriesDataset(Dataset[dict[str, Tensor]]):
 def load_series(spec: str, split: Split = "train", *, skip_bad: bool = False) -> SeriesDataset:
     """One split of the series source ``spec`` (see the module docstring).
 
-    ``skip_bad`` drops series whose every value is missing (they are counted in
-    ``dataset.skipped``) instead of stopping with an error.
+    ``skip_bad`` drops what would stop the load with an error (they are named in
+    ``dataset.skipped``): series whose every value is missing, and the rows of a .ts or CSV file
+    that are ragged where the format wants equal lengths or hold a cell that is not a number.
     """
     if split not in ("train", "test"):
         raise SelfsupError(f"unknown split {split!r}; use 'train' or 'test'")
@@ -134,8 +138,10 @@ def load_series(spec: str, split: Split = "train", *, skip_bad: bool = False) ->
         path = Path(argument).expanduser()
     else:
         raise SelfsupError(f"unknown series source {spec!r}; use ucr:NAME or series:PATH")
-    values, labels, names = _read(path, split, spec)
-    values, labels, skipped = _drop_empty(values, labels, spec, split, skip_bad)
+    bad_rows: list[str] | None = [] if skip_bad else None
+    values, labels, names = _read(path, split, spec, bad_rows)
+    values, labels, empty = _drop_empty(values, labels, spec, split, skip_bad)
+    skipped = (bad_rows or []) + empty
     return SeriesDataset(values, labels, name=spec, split=split, class_names=names, skipped=skipped)
 
 
@@ -173,18 +179,24 @@ def archive_file(name: str, split: Split) -> Path:
     return path
 
 
-def _read(path: Path, split: Split, spec: str) -> tuple[Tensor, Tensor | None, list[str] | None]:
+def _read(
+    path: Path, split: Split, spec: str, bad_rows: list[str] | None
+) -> tuple[Tensor, Tensor | None, list[str] | None]:
+    """Values, labels and class names; a bad row is appended to ``bad_rows`` when that is a
+    list (``--skip-bad``), and stops the load with its line number when it is None."""
     if path.is_dir():
         path = _ts_in_folder(path, split)
     suffix = path.suffix.lower()
     if suffix == ".ts":
-        return _read_ts(_ts_of_split(path, split))
+        return _read_ts(_ts_of_split(path, split), bad_rows)
     if not path.is_file():
         raise SelfsupError(f"series file {path} does not exist; check the path after series:")
+    if path.stat().st_size == 0:
+        raise SelfsupError(f"series file {path} is empty (0 bytes)")
     if suffix in (".npy", ".npz"):
         return _split_arrays(*_read_arrays(path), split)
     if suffix in (".csv", ".tsv"):
-        return _split_arrays(*_read_csv(path), split)
+        return _split_arrays(*_read_csv(path, bad_rows), split)
     raise SelfsupError(
         f"{spec!r}: series files are .ts, .npy, .npz or .csv, not {suffix or path.name!r}"
     )
@@ -217,55 +229,84 @@ def _ts_of_split(path: Path, split: Split) -> Path:
 
 
 def parse_ts(
-    text: str, source: str = "the .ts file"
+    text: str, source: str = "the .ts file", bad_rows: list[str] | None = None
 ) -> tuple[list[np.ndarray], list[str] | None, list[str] | None]:
     """The cases of a ``.ts`` file (the sktime/aeon archive format): one float (T_i, C) array
     per case, NaN for ``?``; the labels as written; and the class names of its header.
 
-    Header lines start with ``@`` (``@classLabel true a b c``, ``@timeStamps false``, ``@data``);
-    after ``@data`` each line is one case, its dimensions separated by ``:`` and the label
-    last; values within a dimension are separated by commas. Comments start with ``#``.
+    Header lines start with ``@`` (``@classLabel true a b c``, ``@timeStamps false``,
+    ``@equalLength true``, ``@data``); after ``@data`` each line is one case, its dimensions
+    separated by ``:`` and the label last; values within a dimension are separated by commas.
+    Comments start with ``#``. A bad case (a cell that is not a number, another number of
+    dimensions than the first case, or another length where ``@equalLength true``) stops the
+    parse with its line number, or is described in ``bad_rows`` and left out when that is a
+    list.
     """
     class_names: list[str] | None = None
-    labelled = False
-    in_data = False
+    labelled = equal_length = in_data = False
+    if not text.strip():
+        raise SelfsupError(f"{source} is empty: a .ts file needs its header and @data lines")
+    lines = [(n, raw.strip()) for n, raw in enumerate(text.splitlines(), start=1)]
+    lines = [(n, line) for n, line in lines if line and not line.startswith("#")]
+    while lines and not in_data:
+        words = lines.pop(0)[1].split()
+        key = words[0].lower()
+        flag = len(words) > 1 and words[1].lower() == "true"
+        if key == "@timestamps" and flag:
+            raise SelfsupError(
+                f"{source}: time-stamped .ts files are not supported; write the values only"
+            )
+        if key in ("@classlabel", "@targetlabel") and len(words) > 1:
+            labelled = flag
+            if key == "@classlabel" and labelled:
+                class_names = words[2:]
+        equal_length = flag if key == "@equallength" else equal_length
+        in_data = key == "@data"
     cases: list[np.ndarray] = []
     labels: list[str] = []
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if not in_data:
-            words = line.split()
-            key = words[0].lower()
-            if key == "@timestamps" and len(words) > 1 and words[1].lower() == "true":
-                raise SelfsupError(
-                    f"{source}: time-stamped .ts files are not supported; write the values only"
-                )
-            if key in ("@classlabel", "@targetlabel") and len(words) > 1:
-                labelled = words[1].lower() == "true"
-                if key == "@classlabel" and labelled:
-                    class_names = words[2:]
-            if key == "@data":
-                in_data = True
-            continue
-        fields = line.split(":")
-        if labelled:
-            if len(fields) < 2:
-                raise SelfsupError(f"{source}, line {number}: a case with no label after ':'")
-            labels.append(fields[-1].strip())
-            fields = fields[:-1]
-        cases.append(_case(fields, source, number))
+
+    def read(number: int, line: str) -> tuple[np.ndarray, str]:
+        return _ts_case(line, labelled, equal_length, cases[:1], source, number)
+
+    for case, label in _good_rows(lines, read, bad_rows):
+        cases.append(case)
+        labels.append(label)
     if not in_data:
         raise SelfsupError(f"{source} has no @data line: it is not a .ts file")
     if not cases:
         raise SelfsupError(f"{source} holds no series after @data")
-    widths = {case.shape[1] for case in cases}
-    if len(widths) > 1:
-        raise SelfsupError(
-            f"{source}: cases have {sorted(widths)} dimensions; every case needs the same"
-        )
     return cases, (labels if labelled else None), class_names
+
+
+def _ts_case(
+    line: str, labelled: bool, equal_length: bool, first: list[np.ndarray], source: str, number: int
+) -> tuple[np.ndarray, str]:
+    """One data line as float (T, C) and its label (``""`` when unlabelled), checked against
+    the ``first`` case of the file (an empty list for the first case itself)."""
+    fields = line.split(":")
+    label = ""
+    if labelled:
+        if len(fields) < 2:
+            raise SelfsupError(f"{source}, line {number}: a case with no label after ':'")
+        label, fields = fields[-1].strip(), fields[:-1]
+    lengths = {len(field.split(",")) for field in fields}
+    if equal_length and len(lengths) > 1:
+        raise SelfsupError(
+            f"{source}, line {number}: dimensions of {sorted(lengths)} values where the "
+            "header says @equalLength true"
+        )
+    case = _case(fields, source, number)
+    if first and case.shape[1] != first[0].shape[1]:
+        raise SelfsupError(
+            f"{source}, line {number}: {case.shape[1]} dimensions where the first case has "
+            f"{first[0].shape[1]}; every case needs the same"
+        )
+    if first and equal_length and case.shape[0] != first[0].shape[0]:
+        raise SelfsupError(
+            f"{source}, line {number}: {case.shape[0]} values where the first case has "
+            f"{first[0].shape[0]} and the header says @equalLength true"
+        )
+    return case, label
 
 
 def _case(fields: list[str], source: str, number: int) -> np.ndarray:
@@ -291,12 +332,14 @@ def _number(cell: str, source: str, number: int) -> float:
         raise SelfsupError(f"{source}, line {number}: {cell[:20]!r} is not a number") from None
 
 
-def _read_ts(path: Path) -> tuple[Tensor, Tensor | None, list[str] | None]:
+def _read_ts(
+    path: Path, bad_rows: list[str] | None
+) -> tuple[Tensor, Tensor | None, list[str] | None]:
     try:
         text = path.read_text(encoding="utf-8", errors="strict")
     except (OSError, UnicodeDecodeError) as error:
         raise SelfsupError(f"cannot read {path} as text ({error})") from None
-    cases, labels, names = parse_ts(text, str(path))
+    cases, labels, names = parse_ts(text, str(path), bad_rows)
     values = _stack(cases)
     if labels is None:
         return values, None, None
@@ -325,6 +368,11 @@ def _read_arrays(path: Path) -> tuple[Tensor, Tensor | None, Tensor | None, Tens
     try:
         loaded = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
+        if "Object arrays" in str(error):
+            raise SelfsupError(
+                f"{path} holds an object array (series of different lengths?): pad every "
+                "series with NaN to one length, a float array (N, T[, C])"
+            ) from None
         raise SelfsupError(
             f"cannot read {path} as .npy/.npz ({error}); save it with np.save(z)"
         ) from None
@@ -375,9 +423,11 @@ def _as_labels(y: np.ndarray | None, path: Path, n: int) -> Tensor | None:
     return torch.from_numpy(y.astype(np.int64))
 
 
-def _read_csv(path: Path) -> tuple[Tensor, Tensor | None, None, None]:
+def _read_csv(path: Path, bad_rows: list[str] | None) -> tuple[Tensor, Tensor | None, None, None]:
     """One series per row; a first row that is not numeric is a header, and its ``label`` (or
-    ``class``) column holds integer labels. Every row must have as many cells as the first."""
+    ``class``) column holds integer labels. Every row must have as many cells as the first (a
+    row that has not, or holds a cell that is not a number, stops the load, or is described in
+    ``bad_rows`` and left out when that is a list)."""
     with path.open(newline="") as f:
         sample = f.read(4096)
         f.seek(0)
@@ -393,22 +443,54 @@ def _read_csv(path: Path) -> tuple[Tensor, Tensor | None, None, None]:
     width = len(header) if header else len(rows[0])
     label_col = next((header.index(k) for k in ("label", "class") if header and k in header), None)
     values, labels = [], []
-    for number, row in enumerate(rows, start=2 if header else 1):
-        if len(row) != width:
-            raise SelfsupError(
-                f"{path}, line {number}: {len(row)} cells where the first row has {width}"
-            )
-        if label_col is not None:
-            try:
-                labels.append(int(row[label_col]))
-            except ValueError:
-                raise SelfsupError(
-                    f"{path}, line {number}: label {row[label_col]!r} is not an integer"
-                ) from None
-            row = row[:label_col] + row[label_col + 1 :]
-        values.append([_number(cell, str(path), number) for cell in row])
+    numbered = enumerate(rows, start=2 if header else 1)
+
+    def read(number: int, row: list[str]) -> tuple[list[float], int]:
+        return _csv_row(row, width, label_col, path, number)
+
+    for series, label in _good_rows(numbered, read, bad_rows):
+        values.append(series)
+        labels.append(label)
+    if not values:
+        raise SelfsupError(f"{path}: every row was bad ({bad_rows[0] if bad_rows else ''})")
     x = torch.tensor(values, dtype=torch.float32)[:, :, None]  # (N, T, 1)
     return x, (torch.tensor(labels) if label_col is not None else None), None, None
+
+
+def _csv_row(
+    row: list[str], width: int, label_col: int | None, path: Path, number: int
+) -> tuple[list[float], int]:
+    """One CSV row's values and its label (-1 without a label column)."""
+    if len(row) != width:
+        raise SelfsupError(
+            f"{path}, line {number}: {len(row)} cells where the first row has {width}"
+        )
+    label = -1
+    if label_col is not None:
+        try:
+            label = int(row[label_col])
+        except ValueError:
+            raise SelfsupError(
+                f"{path}, line {number}: label {row[label_col]!r} is not an integer"
+            ) from None
+        row = row[:label_col] + row[label_col + 1 :]
+    return [_number(cell, str(path), number) for cell in row], label
+
+
+def _good_rows(
+    numbered: Iterable[tuple[int, Row]],
+    read: Callable[[int, Row], Read],
+    bad_rows: list[str] | None,
+) -> Iterator[Read]:
+    """Each numbered row through ``read``; the ``SelfsupError`` of a bad row stops the load, or,
+    when ``bad_rows`` is a list (``--skip-bad``), is appended there and the row left out."""
+    for number, row in numbered:
+        try:
+            yield read(number, row)
+        except SelfsupError as error:
+            if bad_rows is None:
+                raise
+            bad_rows.append(str(error))
 
 
 def _not_number(cell: str) -> bool:

@@ -25,6 +25,7 @@ from selfsup.encoders.convnet import ConvNet
 from selfsup.encoders.dilated import DilatedConvEncoder
 from selfsup.encoders.dual import DualEncoder
 from selfsup.encoders.graph import GNNKind, GraphEncoder
+from selfsup.encoders.patch_tst import PatchTransformer
 from selfsup.encoders.resnet import NormKind, ResNet
 from selfsup.encoders.transformer import PositionKind, TextPoolKind, TextTransformer
 from selfsup.encoders.video_vit import VideoTransformer
@@ -419,6 +420,25 @@ ENCODERS: dict[str, EncoderSpec] = {
             "time (0.6M params); NaN steps are masked; TS2Vec trains it at ~4 series/s (GunPoint, T 150, batch 8) on one heavily loaded CPU core"
         ),
         defaults={"width": 64, "embed_dim": 320, "depth": 10, "dropout": 0.1},
+        modality="series",
+    ),
+    "patch-tst": EncoderSpec(
+        builder=PatchTransformer,
+        description=(
+            "PatchTST's channel-independent Transformer for series (B, T, C): each channel "
+            "instance-normalised and cut into patches of 12 steps, D 128, 3 blocks, 16 heads "
+            "(0.6M params), each channel mean-pooled, concatenated (C·128-d); for masked-patches"
+        ),
+        defaults={
+            "patch_len": 12,
+            "stride": 12,
+            "d_model": 128,
+            "depth": 3,
+            "num_heads": 16,
+            "mlp_ratio": 4.0,
+            "dropout": 0.2,
+            "instance_norm": True,
+        },
         modality="series",
     ),
     "video-vit-tiny": EncoderSpec(

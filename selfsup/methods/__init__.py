@@ -33,6 +33,7 @@ from selfsup.methods.graphmae import GraphMAE, GraphMAEConfig
 from selfsup.methods.hubert import HuBERT, HuBERTConfig
 from selfsup.methods.jigsaw import Jigsaw, JigsawConfig
 from selfsup.methods.mae import MAE, MAEConfig
+from selfsup.methods.masked_patches import MaskedPatches, MaskedPatchesConfig
 from selfsup.methods.mlm import MLM, MLMConfig
 from selfsup.methods.moco import MoCoV2, MoCoV2Config
 from selfsup.methods.mocov3 import MoCoV3, MoCoV3Config
@@ -232,6 +233,14 @@ METHODS: dict[str, MethodSpec] = {
         "series: two overlapping random crops with timestamp masking, hierarchical "
         "contrastive loss (instance-wise + temporal at every max-pool scale)",
         "Yue et al. 2022, arXiv:2106.10466",
+        modalities=("series",),
+    ),
+    "masked-patches": MethodSpec(
+        MaskedPatchesConfig,
+        MaskedPatches,
+        "series: each channel cut into patches, 40% of them zeroed, a Transformer (patch-tst) "
+        "reconstructs their normalised values (MSE on the hidden patches); PatchTST-style",
+        "Nie et al. 2023, arXiv:2211.14730",
         modalities=("series",),
     ),
     "videomae": MethodSpec(

@@ -3,9 +3,10 @@
 Sources are in ``selfsup.data.series`` (the UCR/UEA sets shipped inside the sktime wheel, and
 the user's .ts, .npy/.npz and CSV files). A set is NaN-padded to its longest series, so
 batches stack without a padding mask: the encoder masks NaN steps itself (TS2Vec's rule).
-The raw-input baseline probes the raw values (NaN as 0, padded to the longer split); every
-encoder also earns TS2Vec's own protocol, an RBF SVM on the pooled features, written to
-``svm.json`` beside the raw series' SVM.
+The raw-input baselines probe the raw values (NaN as 0, padded to the longer split) and
+classify by 1-NN under DTW (``selfsup.evaluate.dtw``); every encoder also earns TS2Vec's own
+protocol, an RBF SVM on the pooled features, written to ``svm.json`` beside the raw series'
+SVM.
 """
 
 from __future__ import annotations
@@ -107,11 +108,17 @@ class SeriesModality:
         progress: Callable[[str], None],
     ) -> list[dict[str, Any]]:
         """Linear probe and kNN on the raw values, flattened (NaN as 0, the shorter split
-        padded with 0 to the longer one's length)."""
+        padded with 0 to the longer one's length), and 1-NN under full-window DTW on the
+        series as they are (the archive's standard baseline), at the same label fractions."""
+        from selfsup.evaluate.dtw import nn_dtw_rows
+        from selfsup.evaluate.features import stream_inputs
         from selfsup.evaluate.protocol import FeatureSet, probe_raw
 
         raw = FeatureSet(*raw_features(train, test, ev.batch_size))
-        return probe_raw(raw, ev, probes, progress)
+        rows = probe_raw(raw, ev, probes, progress)
+        train_series = stream_inputs(train, self.input_key, ev.batch_size)
+        test_series = stream_inputs(test, self.input_key, ev.batch_size)
+        return rows + nn_dtw_rows(train_series, test_series, ev.label_fractions, ev.seeds, progress)
 
     def extra_evaluation(
         self,

@@ -87,7 +87,16 @@ class VideoModality:
         return to_clip_input
 
     def check_encoder(self, encoder: nn.Module, dataset: Any, spec: str) -> None:
+        """Channels as for images, and the clip length: the space-time ViT's position
+        embeddings are for the number of frames it was trained on."""
         check_channels(encoder, dataset.channels, spec, "clips")
+        frames = (getattr(encoder, "build_args", None) or {}).get("frames")
+        if frames is not None and dataset.frames != frames:
+            than = "shorter" if dataset.frames < frames else "longer"
+            raise SelfsupError(
+                f"{spec!r} has clips of {dataset.frames} frames, {than} than the {frames} the "
+                f"encoder was trained on: pass clips of {frames} frames"
+            )
 
     def collate(self, samples: Sequence[dict[str, Tensor]]) -> dict[str, Tensor]:
         return collate_samples(samples)

@@ -72,3 +72,23 @@ def timestamp_mask(
     if not 0 <= p < 1:
         raise SelfsupError(f"the timestamp mask probability must lie in [0, 1), got {p}")
     return torch.rand(batch, steps, device=device) < p
+
+
+def patch_mask(
+    batch: int,
+    patches: int,
+    ratio: float = 0.4,
+    device: torch.device | str | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """(B, N) bool, True = hidden: in every row exactly N - int(N · (1 - ratio)) patches,
+    chosen uniformly (PatchTST's ``random_masking``: the patches with the largest of N uniform
+    draws are hidden; the paper hides 40%). Draws use ``generator`` or the global one."""
+    if not 0 < ratio < 1:
+        raise SelfsupError(f"the patch mask ratio must lie in (0, 1), got {ratio}")
+    keep = int(patches * (1 - ratio))
+    noise = torch.rand(batch, patches, generator=generator).to(device)  # (B, N)
+    order = noise.argsort(dim=1)  # ascending: the first ``keep`` stay visible
+    mask = torch.ones(batch, patches, dtype=torch.bool, device=device)
+    mask.scatter_(1, order[:, :keep], False)
+    return mask
