@@ -186,11 +186,7 @@ class Data2Vec(nn.Module):
         hidden = torch.where(mask.unsqueeze(-1), self.encoder.mask_embedding.to(x.dtype), x)
         states, _ = self.encoder.contextualise(hidden, padding)  # (B, N, D)
         prediction = self.head(states[mask])  # (M, D)
-        with torch.no_grad():
-            self.teacher.eval()
-            z_t, _ = self.teacher.extract(wave)
-            layers = self.teacher.contextualise(self.teacher.embed(z_t), padding, layers=True)[1]
-        target = self._average(layers[-self.top_k :])  # (B, N, D)
+        target = self._average(self._targets(wave))  # (B, N, D), the unmasked wave
         loss = self.loss(prediction, target[mask].detach())
         return {"loss": loss, "features": pool_frames(states, padding).detach()}
 

@@ -38,6 +38,9 @@ from selfsup.methods.wav2vec2 import crop_to_shortest, scale_grad
 from selfsup.views.masking import span_mask
 from selfsup.views.spectrogram import mfcc_deltas
 
+N_MFCC = 13
+"""MFCCs per frame before the deltas (the paper's 13, so 39 clustering features)."""
+
 
 @dataclass
 class HuBERTConfig:
@@ -78,7 +81,7 @@ class HuBERT(nn.Module):
         self.cfg = cfg
         self.encoder = encoder
         self.sample_rate = info.sample_rate or encoder.sample_rate
-        self.kmeans = MiniBatchKMeans(cfg.clusters, 39)
+        self.kmeans = MiniBatchKMeans(cfg.clusters, 3 * N_MFCC)  # MFCC + Δ + ΔΔ
         self.register_buffer("fitting", torch.tensor(cfg.kmeans_fraction > 0))
         self.final_proj = nn.Linear(encoder.embed_dim, cfg.final_dim)
         self.unit_embeddings = nn.Parameter(torch.empty(cfg.clusters, cfg.final_dim).uniform_())
@@ -87,7 +90,9 @@ class HuBERT(nn.Module):
     def units(self, wave: Tensor, frames: int) -> Tensor:
         """(B, T) cropped waveforms -> (B, N') k-means units of their MFCC frames, N' ≤ frames;
         moves the centres first while the method is still fitting them."""
-        feats = mfcc_deltas(wave, self.sample_rate, self.encoder.hop)[:, :frames]  # (B, N', 39)
+        feats = mfcc_deltas(wave, self.sample_rate, self.encoder.hop, N_MFCC)[
+            :, :frames
+        ]  # (B, N', 39)
         flat = feats.flatten(0, 1)
         if bool(self.fitting) or not bool(self.kmeans.seeded):
             self.kmeans.update(flat)

@@ -237,15 +237,29 @@ def pair_embeddings(
     return images, text
 
 
+@torch.no_grad()
+def class_embeddings(
+    model: nn.Module, tokenizer: Any, class_names: Sequence[str], max_length: int, batch_size: int
+) -> Tensor:
+    """(K, P) zero-shot classifier: each class name in every prompt template, embedded by the
+    text tower, averaged per class (the prompt ensemble)."""
+    from selfsup.data.tokenizer import encode_batch
+    from selfsup.evaluate.retrieval import ensemble_classifier, prompts_for
+
+    model.eval()
+    prompts = encode_batch(tokenizer, prompts_for(class_names), max_length)
+    prompt_z = torch.cat(
+        [model.encode_text(prompts[i : i + batch_size]) for i in range(0, len(prompts), batch_size)]
+    )
+    return ensemble_classifier(prompt_z, len(class_names))
+
+
 def pair_scores(
     model: nn.Module, dataset: PairDataset, batch_size: int
 ) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     """Zero-shot accuracy (None without labels) and retrieval recall@1/5/10 both ways."""
-    from selfsup.data.tokenizer import encode_batch
     from selfsup.evaluate.retrieval import (
         accuracy,
-        ensemble_classifier,
-        prompts_for,
         recall_at_k,
         zero_shot_predict,
     )
@@ -259,15 +273,9 @@ def pair_scores(
         both.update({f"{direction}_r{k}": v for k, v in recall_at_k(queries, gallery).items()})
     if not dataset.has_labels:
         return None, both
-    prompts = encode_batch(dataset.tokenizer, prompts_for(dataset.class_names), dataset.max_length)
-    with torch.no_grad():
-        prompt_z = torch.cat(
-            [
-                model.encode_text(prompts[i : i + batch_size])
-                for i in range(0, len(prompts), batch_size)
-            ]
-        )
-    classifier = ensemble_classifier(prompt_z, len(dataset.class_names))
+    classifier = class_embeddings(
+        model, dataset.tokenizer, dataset.class_names, dataset.max_length, batch_size
+    )
     labels = dataset.labels()
     acc = accuracy(zero_shot_predict(images, classifier), labels)
     return _zero_row(acc, labels, len(dataset.class_names)), both
@@ -297,9 +305,7 @@ def zero_shot_images(
     import torch.nn.functional as F
 
     from selfsup.data.sources import load_images
-    from selfsup.data.tokenizer import encode_batch
     from selfsup.evaluate.features import map_batches
-    from selfsup.evaluate.retrieval import ensemble_classifier, prompts_for
     from selfsup.export import load_encoder, read_spec
 
     folder = Path(run).parent if Path(run).is_file() else Path(run)
@@ -322,17 +328,9 @@ def zero_shot_images(
         raise SelfsupError(
             f"{data} names no classes: pass at least two with --classes, e.g. --classes cat,dog"
         )
-    tokenizer = find_tokenizer(folder)
-    prompts = encode_batch(tokenizer, prompts_for(names), int(spec.get("max_length") or 32))
-    model.eval()
-    with torch.no_grad():
-        prompt_z = torch.cat(
-            [
-                model.encode_text(prompts[i : i + batch_size])
-                for i in range(0, len(prompts), batch_size)
-            ]
-        )
-    classifier = ensemble_classifier(prompt_z, len(names))  # (K, P)
+    classifier = class_embeddings(
+        model, find_tokenizer(folder), names, int(spec.get("max_length") or 32), batch_size
+    )  # (K, P)
     prepare = IMAGE.to_input(model)
     scores, items, truth = [], [], []
     for dataset in datasets:
