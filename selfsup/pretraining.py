@@ -27,6 +27,7 @@ from selfsup.errors import SelfsupError
 from selfsup.export import export_encoder, load_encoder
 from selfsup.methods import build_method, method_spec
 from selfsup.modalities import get_modality, modality_of_data
+from selfsup.recipe import fit_to_data, say_choices
 
 if TYPE_CHECKING:
     from selfsup.engine import TrainResult
@@ -127,6 +128,9 @@ def _pretrain_worker(
     fabric: Any, cfg: RunConfig, run_dir: Path, resume_from: Path | None, encoder: nn.Module | None
 ) -> TrainResult:
     dataset, info = training_data(cfg, run_dir, fabric.world_size)
+    cfg, choices = fit_to_data(cfg, info)  # what config.yaml records, below
+    if fabric.is_global_zero:
+        say_choices(choices)
     if getattr(dataset, "skipped", None) and fabric.is_global_zero:
         console.print(
             f"[yellow]skipped {len(dataset.skipped)} unreadable samples[/] (first: {dataset.skipped[0]})"

@@ -117,6 +117,9 @@ SIGNAL = {"dino": lambda out: out["loss"] - out["teacher_entropy"]}
 # word2vec starts from near-zero vectors (input ±0.5/D, output 0) whose dot products 30 Adam
 # steps at 3e-3 barely move (0.94 of the lr-0 loss); at 3e-2 they do.
 LEARNING_RATE = {"word2vec": 3e-2}
+# SimMIM's L1 on the raw pixels of 8-px images, with the crops fitted to 8 px (0.91-1), falls
+# slowly: 0.92 of the lr-0 loss after 30 steps, 0.88 after 60.
+STEPS = {"simmim": 60}
 NOT_ON_A_FIXED_BATCH = {"mocov2"}
 
 
@@ -153,6 +156,7 @@ def test_method_learns_on_a_fixed_batch(name, modality):
     DINO's center catches up with the teacher), so "the loss falls" alone is the wrong test."""
     if name in NOT_ON_A_FIXED_BATCH:
         pytest.skip("see NOT_ON_A_FIXED_BATCH")
-    trained = _losses_on_a_fixed_batch(name, modality, lr=LEARNING_RATE.get(name, 3e-3))
-    control = _losses_on_a_fixed_batch(name, modality, lr=0.0)
+    steps = STEPS.get(name, 30)
+    trained = _losses_on_a_fixed_batch(name, modality, LEARNING_RATE.get(name, 3e-3), steps)
+    control = _losses_on_a_fixed_batch(name, modality, lr=0.0, steps=steps)
     assert sum(trained[-5:]) / 5 < 0.9 * sum(control[-5:]) / 5, (trained[-5:], control[-5:])

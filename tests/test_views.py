@@ -82,3 +82,17 @@ def test_a_partial_augment_section_keeps_the_methods_own_defaults(method, sectio
     assert tuple(augment["crop_scale"]) == (0.8, 1.0)
     for name, value in kept.items():
         assert augment[name] == value, name
+
+
+def test_views_under_bf16_autocast_are_the_float32_views():
+    """The engine runs ``training_step`` (views included) under the run's autocast; the views
+    must not be computed in bf16 (kornia's crop matrices moved pixels by up to 0.5 here)."""
+    views = ImageViews(1, 28, ImageAugment(), 2, True)
+    images = torch.randint(0, 256, (64, 1, 28, 28), dtype=torch.uint8)
+    torch.manual_seed(0)
+    fp32 = views(images)
+    torch.manual_seed(0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        bf16 = views(images)
+    for a, b in zip(fp32, bf16, strict=True):
+        assert b.dtype == torch.float32 and torch.equal(a, b)

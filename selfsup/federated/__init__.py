@@ -58,6 +58,7 @@ def federate(
         has_labels,
         training_data,
     )
+    from selfsup.recipe import fit_to_data, say_choices
 
     resume_from = None
     if resume is not None:
@@ -85,6 +86,8 @@ def federate(
         )
     modality_of_data(cfg.data.name).prepare_run(cfg.data, run_dir)
     _, info = training_data(cfg, run_dir, world=1)
+    cfg, choices = fit_to_data(cfg, info)  # the clients get the fitted config.yaml
+    say_choices(choices)
     import torch
 
     torch.manual_seed(t.seed)

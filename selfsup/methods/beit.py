@@ -78,7 +78,7 @@ class BEiTConfig:
     """A code no patch picked for this many tokenizer steps is re-seeded from the data."""
     augment: ImageAugment = field(
         default_factory=lambda: ImageAugment(
-            crop_scale=(0.08, 1.0),
+            paper_crop_scale=(0.08, 1.0),
             jitter_p=1.0,
             brightness=0.4,
             contrast=0.4,

@@ -38,7 +38,7 @@ def encoder_inputs(info: DataInfo) -> dict[str, int]:
 
 def _light_augment() -> ImageAugment:
     """Random crop and flip only: colour jitter or grayscale would corrupt the target."""
-    return ImageAugment(crop_scale=(0.5, 1.0), jitter_p=0.0, grayscale_p=0.0, blur_p=0.0)
+    return ImageAugment(paper_crop_scale=(0.5, 1.0), jitter_p=0.0, grayscale_p=0.0, blur_p=0.0)
 
 
 def ab_bins(ab: Tensor, bin_size: float) -> Tensor:

@@ -70,7 +70,7 @@ class Data2VecConfig:
     """Fraction of training over which the momentum rises linearly to ``momentum_final``."""
     augment: ImageAugment = field(
         default_factory=lambda: ImageAugment(
-            crop_scale=(0.35, 1.0), jitter_p=0.0, grayscale_p=0.0, blur_p=0.0
+            paper_crop_scale=(0.35, 1.0), jitter_p=0.0, grayscale_p=0.0, blur_p=0.0
         )
     )
     """Images: the one view both networks see (the paper: random resized crop + flip)."""

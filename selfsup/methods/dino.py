@@ -60,11 +60,11 @@ class DINOConfig:
     start. Needs ``DataInfo.steps_per_epoch``, which the engine sets; without it (a method
     built by hand) the last layer is never frozen."""
     global_augment: ImageAugment = field(
-        default_factory=lambda: ImageAugment(crop_scale=(0.4, 1.0), saturation=0.2)
+        default_factory=lambda: ImageAugment(paper_crop_scale=(0.4, 1.0), saturation=0.2)
     )
     """Recipe of the 2 global crops (teacher and student); ``output_size`` None = image size."""
     local_augment: ImageAugment = field(
-        default_factory=lambda: ImageAugment(crop_scale=(0.05, 0.4), saturation=0.2)
+        default_factory=lambda: ImageAugment(paper_crop_scale=(0.05, 0.4), saturation=0.2)
     )
     """Recipe of the local crops; ``output_size`` None = 96/224 of the image side, a multiple
     of the ViT patch size, 4 px at least (12 px for 28 px images)."""

@@ -32,7 +32,7 @@ MIN_CELL = 8
 
 def _light_augment() -> ImageAugment:
     """Random crop and flip only: the puzzle itself is the pretext."""
-    return ImageAugment(crop_scale=(0.5, 1.0), jitter_p=0.0, grayscale_p=0.0, blur_p=0.0)
+    return ImageAugment(paper_crop_scale=(0.5, 1.0), jitter_p=0.0, grayscale_p=0.0, blur_p=0.0)
 
 
 @dataclass

@@ -40,7 +40,7 @@ class MAEConfig:
     """Normalise each target patch by its own mean and std (the paper's better setting)."""
     augment: ImageAugment = field(
         default_factory=lambda: ImageAugment(
-            crop_scale=(0.2, 1.0), jitter_p=0.0, grayscale_p=0.0, blur_p=0.0
+            paper_crop_scale=(0.2, 1.0), jitter_p=0.0, grayscale_p=0.0, blur_p=0.0
         )
     )
     """The paper's only augmentation: random resized crop (scale 0.2-1) and flip."""

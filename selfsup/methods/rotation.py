@@ -27,7 +27,7 @@ from selfsup.views import ImageAugment, ImageViews, prepare
 
 def _light_augment() -> ImageAugment:
     """Random crop and flip only (the paper's): colour changes do not help predict rotation."""
-    return ImageAugment(crop_scale=(0.5, 1.0), jitter_p=0.0, grayscale_p=0.0, blur_p=0.0)
+    return ImageAugment(paper_crop_scale=(0.5, 1.0), jitter_p=0.0, grayscale_p=0.0, blur_p=0.0)
 
 
 def rotate(x: Tensor, quarter_turns: Tensor) -> Tensor:

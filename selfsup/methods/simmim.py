@@ -34,7 +34,7 @@ class SimMIMConfig:
     the image's patch grid must be divisible by it (7×7 grids of 28 px / patch 4 need 1 or 7)."""
     augment: ImageAugment = field(
         default_factory=lambda: ImageAugment(
-            crop_scale=(0.67, 1.0), jitter_p=0.0, grayscale_p=0.0, blur_p=0.0
+            paper_crop_scale=(0.67, 1.0), jitter_p=0.0, grayscale_p=0.0, blur_p=0.0
         )
     )
     """The paper's light augmentation: random resized crop (scale 0.67-1) and flip."""

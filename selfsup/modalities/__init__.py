@@ -25,6 +25,7 @@ from selfsup.errors import SelfsupError
 if TYPE_CHECKING:
     from selfsup.config import DataConfig, EvalConfig, RunConfig
     from selfsup.data.info import DataInfo
+    from selfsup.recipe import Choice
 
 Split = Literal["train", "test"]
 Progress = Callable[[str], None]
@@ -88,6 +89,12 @@ class Modality(Protocol):
 
     def data_info(self, dataset: Any, cfg: RunConfig, folder: Path) -> dict[str, Any]:
         """The ``DataInfo`` fields a method needs about the training data."""
+        ...
+
+    def fitted_defaults(self, cfg: RunConfig, info: DataInfo) -> list[Choice]:
+        """The method options whose right value depends on this data, chosen for it where
+        ``cfg`` leaves them unset (image: crop scale and blur from the image size), each with
+        its reason (``selfsup.recipe``); empty when nothing depends on the data."""
         ...
 
     def encoder_inputs(self, info: DataInfo) -> dict[str, Any]:

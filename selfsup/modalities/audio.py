@@ -23,6 +23,7 @@ from selfsup.errors import SelfsupError
 if TYPE_CHECKING:
     from selfsup.config import DataConfig, EvalConfig, RunConfig
     from selfsup.data.info import DataInfo
+    from selfsup.recipe import Choice
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 MIN_RATE, MAX_RATE = 1000, 192_000
@@ -82,6 +83,9 @@ class AudioModality:
 
     def data_info(self, dataset: Any, cfg: RunConfig, folder: Path) -> dict[str, Any]:
         return {"sample_rate": dataset.sample_rate, "max_samples": dataset.max_samples}
+
+    def fitted_defaults(self, cfg: RunConfig, info: DataInfo) -> list[Choice]:
+        return []  # mask spans stay in frames, whatever the frame rate (not fitted yet)
 
     def encoder_inputs(self, info: DataInfo) -> dict[str, Any]:
         return {"sample_rate": info.sample_rate}

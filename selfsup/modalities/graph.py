@@ -30,6 +30,7 @@ from selfsup.errors import SelfsupError
 if TYPE_CHECKING:
     from selfsup.config import DataConfig, EvalConfig, RunConfig
     from selfsup.data.info import DataInfo
+    from selfsup.recipe import Choice
 
 
 class GraphModality:
@@ -66,6 +67,9 @@ class GraphModality:
 
     def data_info(self, dataset: Any, cfg: RunConfig, folder: Path) -> dict[str, Any]:
         return {"node_features": dataset.num_features}
+
+    def fitted_defaults(self, cfg: RunConfig, info: DataInfo) -> list[Choice]:
+        return []  # no option of its methods depends on the data yet
 
     def encoder_inputs(self, info: DataInfo) -> dict[str, Any]:
         return {"in_channels": info.node_features}

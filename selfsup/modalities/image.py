@@ -22,6 +22,7 @@ from selfsup.views.corruptions import IMAGE_CORRUPTIONS
 if TYPE_CHECKING:
     from selfsup.config import DataConfig, EvalConfig, RunConfig
     from selfsup.data.info import DataInfo
+    from selfsup.recipe import Choice
 
 MAX_IMAGE_SIZE = 4096
 """Largest ``data.image_size``: every image is decoded at this size, so a typo such as
@@ -76,6 +77,12 @@ class ImageModality:
             "image_size": dataset.image_size[0],
             "channels_last": cfg.train.channels_last,
         }
+
+    def fitted_defaults(self, cfg: RunConfig, info: DataInfo) -> list[Choice]:
+        """Crop scale and blur of every view recipe of the method, from the image size."""
+        from selfsup.views.image import fitted_augments
+
+        return fitted_augments(cfg.method_args, info.image_size)
 
     def encoder_inputs(self, info: DataInfo) -> dict[str, Any]:
         return {"in_channels": info.channels, "image_size": info.image_size}

@@ -27,6 +27,7 @@ from selfsup.modalities.text import MAX_TOKENS
 if TYPE_CHECKING:
     from selfsup.config import DataConfig, EvalConfig, RunConfig
     from selfsup.data.info import DataInfo
+    from selfsup.recipe import Choice
 
 
 class PairsModality:
@@ -100,6 +101,12 @@ class PairsModality:
             "max_length": dataset.max_length,
             "tokenizer": dataset.tokenizer,
         }
+
+    def fitted_defaults(self, cfg: RunConfig, info: DataInfo) -> list[Choice]:
+        """Crop scale and blur of every view recipe of the method, from the image size."""
+        from selfsup.views.image import fitted_augments
+
+        return fitted_augments(cfg.method_args, info.image_size)
 
     def encoder_inputs(self, info: DataInfo) -> dict[str, Any]:
         return {

@@ -26,6 +26,7 @@ from selfsup.modalities.channels import check_channels
 if TYPE_CHECKING:
     from selfsup.config import DataConfig, EvalConfig, RunConfig
     from selfsup.data.info import DataInfo
+    from selfsup.recipe import Choice
 
 
 class SeriesModality:
@@ -64,6 +65,9 @@ class SeriesModality:
 
     def data_info(self, dataset: Any, cfg: RunConfig, folder: Path) -> dict[str, Any]:
         return {"channels": dataset.channels, "max_length": dataset.length}
+
+    def fitted_defaults(self, cfg: RunConfig, info: DataInfo) -> list[Choice]:
+        return []  # no option of its methods depends on the data yet
 
     def encoder_inputs(self, info: DataInfo) -> dict[str, Any]:
         return {"in_channels": info.channels}

@@ -33,6 +33,7 @@ from selfsup.views.text_corruptions import TEXT_CORRUPTIONS
 if TYPE_CHECKING:
     from selfsup.config import DataConfig, EvalConfig, RunConfig
     from selfsup.data.info import DataInfo
+    from selfsup.recipe import Choice
 
 MAX_TOKENS = 65536
 
@@ -93,6 +94,9 @@ class TextModality:
             "tokenizer": dataset.tokenizer,
             "token_counts": torch.bincount(dataset.as_tensor().flatten(), minlength=vocab),
         }
+
+    def fitted_defaults(self, cfg: RunConfig, info: DataInfo) -> list[Choice]:
+        return []  # no option of its methods depends on the data yet
 
     def encoder_inputs(self, info: DataInfo) -> dict[str, Any]:
         return {"vocab_size": info.vocab_size, "max_length": info.max_length, "pad_id": PAD_ID}

@@ -22,6 +22,7 @@ from selfsup.modalities.channels import check_channels
 if TYPE_CHECKING:
     from selfsup.config import DataConfig, EvalConfig, RunConfig
     from selfsup.data.info import DataInfo
+    from selfsup.recipe import Choice
 
 
 class VideoModality:
@@ -61,6 +62,9 @@ class VideoModality:
             "image_size": dataset.image_size,
             "max_length": dataset.frames,
         }
+
+    def fitted_defaults(self, cfg: RunConfig, info: DataInfo) -> list[Choice]:
+        return []  # no option of its methods depends on the data yet
 
     def encoder_inputs(self, info: DataInfo) -> dict[str, Any]:
         return {

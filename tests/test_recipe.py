@@ -1,0 +1,106 @@
+"""Defaults that fit the data (``selfsup.recipe``): the crop-scale rule, the same recipe for
+any source of images of one size, a user's value always winning, and a run recording and
+saying what it chose."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from selfsup.config import make_config
+from selfsup.pretraining import training_data
+from selfsup.recipe import fit_to_data
+from selfsup.views import ImageAugment
+from selfsup.views.image import blur_probability, fit_crop_scale, image_pipeline
+
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+
+def test_the_crop_rule_keeps_the_paper_at_224_px_and_narrows_it_for_smaller_images():
+    assert fit_crop_scale((0.08, 1.0), 224) == (0.08, 1.0)
+    assert fit_crop_scale((0.08, 1.0), 512) == (0.08, 1.0)
+    assert fit_crop_scale((0.08, 1.0), 28) == (0.6, 1.0)  # the searched Fashion-MNIST value
+    lows = [fit_crop_scale((0.08, 1.0), size)[0] for size in (8, 28, 32, 64, 96, 160, 223)]
+    assert (
+        lows == sorted(lows, reverse=True)
+        and all(0.08 <= lo < 1 for lo in lows)
+        and lows[0] > lows[-1]
+    )
+    assert fit_crop_scale((0.2, 1.0), 28)[0] > fit_crop_scale((0.08, 1.0), 28)[0]
+    assert fit_crop_scale((0.05, 0.4), 28) == (0.05, 0.4)  # local crops keep their range
+    assert blur_probability(28) == 0.0 and blur_probability(64) == 0.5
+
+
+def test_the_view_pipeline_crops_at_the_fitted_range_unless_told_otherwise():
+    def crop_scale(recipe: ImageAugment) -> tuple[float, float]:
+        crop = image_pipeline(recipe, 1, 28).pipeline[0]
+        return tuple(float(v) for v in crop._param_generator.scale)  # kornia's range
+
+    assert crop_scale(ImageAugment()) == pytest.approx((0.6, 1.0))
+    assert crop_scale(ImageAugment(crop_scale=(0.2, 1.0))) == pytest.approx((0.2, 1.0))
+
+
+def _images(tmp_path: Path, name: str, size: int = 28, n: int = 300) -> str:
+    images = np.random.default_rng(0).integers(0, 256, (n, size, size), dtype=np.uint8)
+    path = tmp_path / f"{name}.npz"
+    np.savez(path, images=images, labels=np.arange(n) % 3)
+    return f"npz:{path}"
+
+
+def _fitted(spec: str, folder: Path, **sections):
+    cfg = make_config(
+        None, (), method=sections.pop("method", "simclr"), data={"name": spec}, **sections
+    )
+    _, info = training_data(cfg, folder, world=1)
+    return fit_to_data(cfg, info)
+
+
+def _recipe(cfg) -> dict:
+    return {"method_args": cfg.method_args, "train": cfg.train, "encoder": cfg.encoder}
+
+
+@pytest.mark.parametrize("method", ["simclr", "byol", "dino", "mae"])
+def test_every_source_of_28_px_images_gets_the_recipe_fashion_mnist_gets(tmp_path, method):
+    mine, choices = _fitted(_images(tmp_path, "mine"), tmp_path, method=method)
+    theirs, _ = _fitted(_images(tmp_path, "theirs", n=500), tmp_path, method=method)
+    assert _recipe(mine) == _recipe(theirs)
+    assert any("images are 28 px" in c.reason for c in choices)
+    if FASHION.is_dir():
+        fashion, _ = _fitted("fashion-mnist", tmp_path, method=method)
+        assert _recipe(fashion) == _recipe(mine)
+    bigger, _ = _fitted(_images(tmp_path, "bigger", size=64, n=64), tmp_path, method=method)
+    assert _recipe(bigger)["method_args"] != _recipe(mine)["method_args"]
+
+
+def test_a_value_the_user_names_is_kept(tmp_path):
+    spec = _images(tmp_path, "mine")
+    cfg, choices = _fitted(
+        spec, tmp_path, method_args={"augment": {"crop_scale": [0.3, 1.0]}}, train={"lr": 0.01}
+    )
+    assert cfg.method_args["augment"]["crop_scale"] == [0.3, 1.0]
+    assert not any("crop scale" in c.reason or c.reason.startswith("lr ") for c in choices)
+    fitted, _ = _fitted(spec, tmp_path)
+    assert fitted.method_args["augment"]["crop_scale"] == [0.6, 1.0]
+    assert fitted.method_args["augment"]["blur_p"] == 0.0
+
+
+def test_a_run_says_its_choices_once_and_records_them(tmp_path, capsys):
+    from selfsup.pretraining import pretrain
+
+    run = pretrain(
+        method="simclr",
+        data={"name": _images(tmp_path, "mine", n=64)},
+        train={"max_steps": 1, "batch_size": 32, "progress": False},
+        out=str(tmp_path / "run"),
+        evaluate=False,
+    )
+    said = capsys.readouterr().out
+    assert said.count("crop scale 0.6–1: images are 28 px") == 1
+    assert "lr 0.00025: adamw's 0.002 per 256 samples × 32/256" in said
+    written = yaml.safe_load((run.run_dir / "config.yaml").read_text())
+    assert written["method_args"]["augment"]["crop_scale"] == [0.6, 1.0]
+    again = make_config(run.run_dir / "config.yaml")  # the file reproduces the fitted run
+    assert again.method_args["augment"]["crop_scale"] == [0.6, 1.0]
