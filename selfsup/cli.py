@@ -311,7 +311,14 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         ev["finetune_max_time"] = args.finetune_max_time
     if args.finetune_fractions:
         ev["finetune_fractions"] = [float(x) for x in args.finetune_fractions.split(",")]
-    for key in ("finetune_epochs", "lora_rank", "lora_alpha", "fewshot_episodes"):
+    for key in (
+        "finetune_epochs",
+        "lora_rank",
+        "lora_alpha",
+        "fewshot_episodes",
+        "ctc_minutes",
+        "ctc_data",
+    ):
         if getattr(args, key) is not None:
             ev[key] = getattr(args, key)
     if args.merge_lora:
@@ -608,7 +615,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="run these protocols instead of the default linear + knn (repeat the flag): "
         "finetune (whole encoder), supervised (the architecture trained from scratch on the "
         "labels, the reference), lora (peft adapters; --merge-lora writes the merged encoder), "
-        "fewshot (5-way 1- and 5-shot episodes)",
+        "fewshot (5-way 1- and 5-shot episodes), robustness (the probe on shifted inputs), ctc "
+        "(speech: CTC fine-tuning on --labelled-minutes of transcripts, CER and WER)",
     )
     p.add_argument(
         "--finetune-fractions",
@@ -623,6 +631,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write the encoder with the LoRA adapter merged in (RUN/lora/merged/)",
     )
     p.add_argument("--fewshot-episodes", type=int, help="few-shot episodes per setting (600)")
+    p.add_argument(
+        "--labelled-minutes",
+        type=float,
+        dest="ctc_minutes",
+        help="minutes of transcribed audio the ctc protocol fine-tunes on (10)",
+    )
+    p.add_argument(
+        "--ctc-data", help="transcribed recordings for the ctc protocol, e.g. asterisk:en"
+    )
     p.add_argument("--out", help="where eval.json and report.html go (default: the run folder)")
     p.set_defaults(func=cmd_evaluate)
 

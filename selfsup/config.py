@@ -23,10 +23,11 @@ import yaml
 from selfsup.errors import SelfsupError
 
 Precision = Literal["auto", "32-true", "bf16-mixed", "16-mixed"]
-PROTOCOLS = ("linear", "knn", "finetune", "supervised", "lora", "fewshot", "robustness")
+PROTOCOLS = ("linear", "knn", "finetune", "supervised", "lora", "fewshot", "robustness", "ctc")
 """The evaluation protocols: frozen-feature probes, fine-tuning of the whole encoder, the
 same architecture trained from scratch on the labels (the supervised reference), LoRA
-fine-tuning, and few-shot episodes on frozen features."""
+fine-tuning, few-shot episodes on frozen features, and (speech) CTC fine-tuning scored by
+character and word error rate."""
 
 
 @dataclass
@@ -235,6 +236,19 @@ class EvalConfig:
     """Query samples per class and episode (15 in Prototypical Networks' evaluation)."""
     fewshot_episodes: int = 600
     """Episodes averaged (600 gives a 95% interval of about ±1 point)."""
+    ctc_data: str | None = None
+    """Transcribed recordings for the ``ctc`` protocol (``asterisk:en``); None uses the
+    evaluation data."""
+    ctc_minutes: float = 10.0
+    """Labelled audio the ``ctc`` protocol fine-tunes on (wav2vec 2.0's smallest split)."""
+    ctc_epochs: int = 30
+    ctc_lr: float = 1e-3
+    """Peak AdamW learning rate of CTC fine-tuning."""
+    ctc_alphabet: str = "abcdefghijklmnopqrstuvwxyz' "
+    """The characters CTC spells with (a space is the word boundary); transcripts are lower-
+    cased and stripped of punctuation first. English letters by default."""
+    ctc_max_seconds: float = 6.0
+    """Recordings longer than this are left out of CTC fine-tuning and scoring."""
     report: bool = True
     """Write report.html with curves, the label-efficiency plot and a t-SNE map."""
 
@@ -248,6 +262,7 @@ class EvalConfig:
             ("fewshot_way", self.fewshot_way),
             ("fewshot_queries", self.fewshot_queries),
             ("fewshot_episodes", self.fewshot_episodes),
+            ("ctc_epochs", self.ctc_epochs),
             *[("fewshot_shots", shot) for shot in self.fewshot_shots],
         ]:
             if value < 1:
@@ -269,6 +284,16 @@ class EvalConfig:
             raise SelfsupError(
                 f"eval.lora_alpha and eval.lora_lr must be positive, got {self.lora_alpha} and "
                 f"{self.lora_lr}; 16 and 1e-2 work"
+            )
+        if not (self.ctc_minutes > 0 and 0 < self.ctc_lr < 1 and self.ctc_max_seconds > 0):
+            raise SelfsupError(
+                f"eval.ctc_minutes, eval.ctc_lr and eval.ctc_max_seconds must be positive (the lr "
+                f"below 1), got {self.ctc_minutes}, {self.ctc_lr} and {self.ctc_max_seconds}; "
+                "10, 1e-3 and 6 work"
+            )
+        if not self.ctc_alphabet or len(set(self.ctc_alphabet)) != len(self.ctc_alphabet):
+            raise SelfsupError(
+                f"eval.ctc_alphabet must list distinct characters, got {self.ctc_alphabet!r}"
             )
         if self.max_train is not None and self.max_train < 1:
             raise SelfsupError(

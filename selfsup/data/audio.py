@@ -194,6 +194,9 @@ class AudioDataset(Dataset[dict[str, Tensor]]):
         self.sample_rate = sample_rate
         self.max_samples = max(1, round(max_seconds * sample_rate))
         self.skipped: list[str] = []
+        self.skips_bad = skip_bad
+        """Whether bad recordings (and, for CTC, transcripts it cannot spell) are left out
+        and counted instead of stopping: ``--skip-bad``, and always for the Asterisk prompts."""
         keep = []
         for i, (path, key) in enumerate(zip(files.paths, files.keys, strict=True)):
             problem = _check_file(path, key, sample_rate)

@@ -202,6 +202,12 @@ class Wav2Vec2Encoder(nn.Module):
         x, padding = self._masked_input(wave, mask)
         return self.contextualise(x, padding)[0]
 
+    def forward_frames(self, wave: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """(B, T) waveforms -> context vectors (B, N, D) and their padding (B, N) bool: what a
+        frame-level head (CTC) reads."""
+        x, padding = self._masked_input(wave, mask)
+        return self.contextualise(x, padding)[0], padding
+
     def forward_layers(self, wave: Tensor, mask: Tensor | None = None) -> list[Tensor]:
         """(B, T) waveforms -> one (B, N, D) tensor per block: its feed-forward branch before
         the last residual connection (data2vec's targets)."""

@@ -75,7 +75,11 @@ class AudioModality:
 
     def eval_options(self, export: dict[str, Any], data: DataConfig | None) -> dict[str, Any]:
         if data is not None:
-            return {"sample_rate": data.sample_rate, "max_seconds": data.max_seconds}
+            return {
+                "sample_rate": data.sample_rate,
+                "max_seconds": data.max_seconds,
+                "skip_bad": data.skip_bad,
+            }
         return {
             "sample_rate": export.get("sample_rate", 16000),
             "max_seconds": export.get("max_seconds", 4.0),
@@ -180,7 +184,25 @@ class AudioModality:
         options: dict[str, Any],
         ev: EvalConfig,
     ) -> dict[str, list[dict[str, Any]]]:
-        return {}
+        """With the ``ctc`` protocol: CTC fine-tuning of each encoder on ``eval.ctc_minutes``
+        of transcribed recordings of ``eval.ctc_data`` (default: the evaluation data), CER and
+        WER on its held-out split (`selfsup.evaluate.ctc`)."""
+        if "ctc" not in ev.protocols:
+            return {}
+        from selfsup.evaluate.ctc import Alphabet, CTCConfig, ctc_finetune
+
+        cfg = CTCConfig(
+            minutes=ev.ctc_minutes,
+            epochs=ev.ctc_epochs,
+            lr=ev.ctc_lr,
+            max_seconds=ev.ctc_max_seconds,
+        )
+        source = ev.ctc_data or spec
+        load = {**options, "max_seconds": cfg.max_seconds}  # whole utterances, not cut
+        train, test = (self.load(source, split, **load) for split in ("train", "test"))
+        skip_bad = bool(options.get("skip_bad")) or getattr(train, "skips_bad", False)
+        rows = ctc_finetune(models, train, test, cfg, Alphabet(ev.ctc_alphabet), skip_bad=skip_bad)
+        return {"ctc.json": rows}
 
     def tiny_batch(self, batch_size: int, seed: int = 0) -> dict[str, Tensor]:
         """Half a second at 8 kHz of tones and noise; odd rows end early (NaN padding)."""
