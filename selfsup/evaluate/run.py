@@ -168,7 +168,8 @@ def evaluate_run(
                 workers,
                 lambda text: status.update(f"robustness: {text}"),
             )
-    console.print(rows_table(rows, title=f"{name} on {data_spec} (test accuracy, %)"))
+    if rows:  # none when only a modality's own protocol ran (ctc)
+        console.print(rows_table(rows, title=f"{name} on {data_spec} (test accuracy, %)"))
     if any(row["protocol"] == "fewshot" for row in rows):
         console.print(fewshot_table(rows))
     if any(row["protocol"] == "robustness" for row in rows):
