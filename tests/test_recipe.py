@@ -50,6 +50,19 @@ def _images(tmp_path: Path, name: str, size: int = 28, n: int = 300) -> str:
     return f"npz:{path}"
 
 
+def _folder(tmp_path: Path, size: int = 28) -> str:
+    """A folder of 28-px grayscale PNGs in two class subfolders."""
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    for label in ("a", "b"):
+        (tmp_path / "pngs" / label).mkdir(parents=True, exist_ok=True)
+        for i in range(10):
+            pixels = rng.integers(0, 256, (size, size), dtype=np.uint8)
+            Image.fromarray(pixels, mode="L").save(tmp_path / "pngs" / label / f"{i}.png")
+    return f"folder:{tmp_path / 'pngs'}"
+
+
 def _fitted(spec: str, folder: Path, **sections):
     cfg = make_config(
         None, (), method=sections.pop("method", "simclr"), data={"name": spec}, **sections
@@ -67,6 +80,8 @@ def test_every_source_of_28_px_images_gets_the_recipe_fashion_mnist_gets(tmp_pat
     mine, choices = _fitted(_images(tmp_path, "mine"), tmp_path, method=method)
     theirs, _ = _fitted(_images(tmp_path, "theirs", n=500), tmp_path, method=method)
     assert _recipe(mine) == _recipe(theirs)
+    folder, _ = _fitted(_folder(tmp_path), tmp_path, method=method)
+    assert _recipe(folder) == _recipe(mine)
     assert any("images are 28 px" in c.reason for c in choices)
     if FASHION.is_dir():
         fashion, _ = _fitted("fashion-mnist", tmp_path, method=method)
