@@ -1,4 +1,5 @@
-"""The Python API: ``pretrain``, ``evaluate``, ``embed``, ``load_encoder`` and friends.
+"""The Python API: ``pretrain``, ``evaluate``, ``compare_runs``, ``embed``, ``load_encoder``
+and friends.
 
 A thin façade over the modules that do the work (``selfsup.pretraining``,
 ``selfsup.evaluate.run``, ``selfsup.config``, ``selfsup.export``); the command line is a thin
@@ -9,6 +10,7 @@ layer over these functions, and everything it does can be done from Python, with
 from __future__ import annotations
 
 from selfsup.config import make_config
+from selfsup.evaluate.compare import compare_runs
 from selfsup.evaluate.features import extract_features
 from selfsup.evaluate.run import embed, evaluate_run
 from selfsup.export import load_encoder
@@ -18,6 +20,7 @@ from selfsup.pretraining import Run, export_checkpoint, pretrain
 
 __all__ = [
     "Run",
+    "compare_runs",
     "embed",
     "evaluate_run",
     "export_checkpoint",

@@ -1,5 +1,5 @@
-"""The ``selfsup`` command: list, pretrain, federate, evaluate, embed, export, attention, generate,
-zero-shot, word-vectors, show-masking, pack, demo.
+"""The ``selfsup`` command: list, pretrain, federate, evaluate, compare, embed, export,
+attention, generate, zero-shot, word-vectors, show-masking, pack, demo.
 
 Every option maps onto a field of the typed config (``selfsup/config.py``); ``--set
 key.path=value`` reaches any field that has no flag of its own. User errors print one line
@@ -327,6 +327,14 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     evaluate_run(args.run, args.data, eval_cfg=eval_cfg, out=args.out)
 
 
+def cmd_compare(args: argparse.Namespace) -> None:
+    from selfsup.api import compare_runs
+
+    comparison = compare_runs(args.runs, out=args.out)
+    print(comparison.markdown())
+    print(f"wrote {', '.join(str(p) for p in comparison.written)}")
+
+
 def cmd_generate(args: argparse.Namespace) -> None:
     from selfsup.api import generate_text
 
@@ -642,6 +650,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", help="where eval.json and report.html go (default: the run folder)")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser(
+        "compare",
+        help="the evaluations of several runs side by side: one table, one plot",
+        description="One line per run (method, encoder, steps, precision, then every "
+        "protocol's accuracy by label fraction, few-shot, the mean corruption accuracy) and the "
+        "baselines once per data set; label-efficiency, few-shot and severity curves in one "
+        "figure. Evaluate each run first with `selfsup evaluate RUN` (add --protocol fewshot, "
+        "robustness, supervised... to compare those too).",
+    )
+    p.add_argument("runs", nargs="+", metavar="RUN", help="evaluated run folders")
+    p.add_argument(
+        "--out",
+        default="compare",
+        help="folder for compare.md, compare.png and compare.html (default ./compare)",
+    )
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser(
         "generate",

@@ -4,6 +4,7 @@ import re
 
 import numpy as np
 import pytest
+from eval_rows import robustness_rows
 
 from selfsup.errors import SelfsupError
 from selfsup.evaluate.report import read_metrics_csv, write_report
@@ -112,3 +113,27 @@ def test_mismatched_labels_raise(tmp_path, embeddings):
             embeddings=z,
             embedding_labels=labels[:-1],
         )
+
+
+def test_report_plots_accuracy_against_severity(tmp_path):
+    """Deliverable of the robustness protocol: report.html has a panel per corruption with
+    accuracy against severity, severity 0 being the clean accuracy."""
+    from selfsup.evaluate.robustness import robustness_figure, severity_curve
+
+    drops = {"gaussian_noise": 0.1, "blur": 0.02}
+    rows = robustness_rows("simclr", 0.8, drops) + robustness_rows("raw", 0.6, drops)
+    path = write_report(tmp_path / "report.html", title="t", rows=ROWS + rows, metrics_csv=None)
+    text = path.read_text(encoding="utf-8")
+    assert_self_contained(text)
+    section = text.split("<h2>Robustness to corruptions</h2>")[1].split("<h2>")[0]
+    assert section.startswith('<img alt="Robustness to corruptions" src="data:image/png;base64,')
+    fig = robustness_figure(rows)
+    assert [ax.get_title() for ax in fig.axes] == ["gaussian_noise", "blur"]
+    assert all(ax.get_xlabel() == "severity" for ax in fig.axes)
+    noise = {line.get_label(): line for line in fig.axes[0].get_lines()}
+    assert list(noise["simclr"].get_xdata()) == [0, 1, 2, 3, 4, 5]
+    assert noise["simclr"].get_ydata() == pytest.approx([80, 70, 60, 50, 40, 30])
+    assert noise["raw"].get_ydata() == pytest.approx([60, 50, 40, 30, 20, 10])
+    # the mean over corruptions, as `selfsup compare` plots it
+    assert severity_curve(rows, "raw")[1] == pytest.approx([60, 54, 48, 42, 36, 30])
+    assert severity_curve(rows, "absent") == ([], [])

@@ -12,7 +12,7 @@ import csv
 import html
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -109,39 +109,87 @@ def curves_figure(metrics: dict[str, Series], panels: Sequence[tuple[str, str]])
     return fig
 
 
+BASELINES = frozenset({"random-init", "raw", "supervised"})
+"""The encoders every evaluation adds beside the evaluated one; plots draw them dashed."""
+
+PROTOCOL_MARKERS = {"linear": "o", "knn": "s", "finetune": "^", "supervised": "^", "lora": "D"}
+"""The marker of each protocol's line in the label-efficiency plot ("v" for any other)."""
+
+
 def label_efficiency_figure(rows: list[dict[str, Any]]) -> Figure | None:
-    """Accuracy (%) vs label fraction on a log x-axis, one line per encoder × protocol,
-    error bars = std over seeds. Returns None without rows."""
+    """Accuracy (%) vs label fraction (`draw_label_efficiency`), the baselines dashed.
+    Returns None without rows."""
     rows = label_efficiency_rows(rows)
     if not rows:
         return None
+    fig = Figure(figsize=(6.5, 4.2), layout="constrained")
+    draw_label_efficiency(fig.add_subplot(1, 1, 1), rows, dashed=BASELINES)
+    return fig
+
+
+def draw_label_efficiency(ax: Any, rows: list[dict[str, Any]], dashed: Collection[str]) -> None:
+    """Accuracy (%) vs label fraction on a log x-axis into the matplotlib axes ``ax``: one
+    line per encoder × protocol, a colour per encoder, a marker per protocol, error bars =
+    std over seeds; the encoders named in ``dashed`` (baselines) drawn dashed."""
+    rows = label_efficiency_rows(rows)
     lines: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in rows:
         lines.setdefault((str(r["encoder"]), str(r["protocol"])), []).append(r)
     encoders = list(dict.fromkeys(e for e, _ in lines))
-    fig = Figure(figsize=(6.5, 4.2), layout="constrained")
-    ax = fig.add_subplot(1, 1, 1)
     for (encoder, protocol), line in lines.items():
         line = sorted(line, key=lambda r: float(r["label_fraction"]))
-        ax.errorbar(
-            [float(r["label_fraction"]) for r in line],
-            [100 * float(r["accuracy"]) for r in line],
-            yerr=[100 * float(r["std"]) for r in line],
-            marker="o",
-            capsize=3,
-            color=f"C{encoders.index(encoder) % 10}",
-            linestyle="-" if protocol == "linear" else "--",
+        draw_curve(
+            ax,
+            [(float(r["label_fraction"]), 100 * r["accuracy"], 100 * r["std"]) for r in line],
             label=f"{encoder} · {protocol}",
+            colour=encoders.index(encoder),
+            dashed=encoder in dashed,
+            marker=PROTOCOL_MARKERS.get(protocol, "v"),
         )
     fractions = sorted({float(r["label_fraction"]) for r in rows})
+    finish_log_axes(
+        ax,
+        fractions,
+        [format_fraction(f) for f in fractions],
+        "labelled training samples",
+        "test accuracy (%)",
+    )
+
+
+def draw_curve(
+    ax: Any,
+    points: list[tuple[float, float, float]],
+    *,
+    label: str,
+    colour: int,
+    dashed: bool,
+    marker: str = "o",
+) -> None:
+    """One curve of (x, y, error bar) points into ``ax``, in the colour ``C{colour}``."""
+    xs, ys, errors = zip(*points, strict=True)
+    ax.errorbar(
+        xs,
+        ys,
+        yerr=errors,
+        marker=marker,
+        capsize=3,
+        color=f"C{colour % 10}",
+        linestyle="--" if dashed else "-",
+        label=label,
+    )
+
+
+def finish_log_axes(
+    ax: Any, ticks: Sequence[float], names: Sequence[str], xlabel: str, ylabel: str
+) -> None:
+    """A log x-axis ticked only at ``ticks`` (named ``names``), the labels, grid and legend."""
     ax.set_xscale("log")
-    ax.set_xticks(fractions, [format_fraction(f) for f in fractions])
+    ax.set_xticks(ticks, names)
     ax.minorticks_off()
-    ax.set_xlabel("labelled training samples")
-    ax.set_ylabel("test accuracy (%)")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
-    return fig
 
 
 def tsne_embedding(

@@ -134,21 +134,15 @@ def robustness_figure(rows: list[dict[str, Any]]) -> Figure | None:
     shifted = [r for r in rows if r.get("protocol") == "robustness" and r["corruption"] != "mean"]
     if not shifted:
         return None
-    clean = {r["encoder"]: r["clean_accuracy"] for r in shifted}
+    encoders = list(dict.fromkeys(r["encoder"] for r in shifted))
     kinds = list(dict.fromkeys(r["corruption"] for r in shifted))
     columns = min(3, len(kinds))
     grid_rows = -(-len(kinds) // columns)
     fig = Figure(figsize=(3.4 * columns, 2.6 * grid_rows), layout="constrained")
     for i, kind in enumerate(kinds):
         ax = fig.add_subplot(grid_rows, columns, i + 1)
-        for j, name in enumerate(clean):
-            line = sorted(
-                (r["severity"], r["accuracy"])
-                for r in shifted
-                if r["corruption"] == kind and r["encoder"] == name
-            )
-            xs = [0] + [s for s, _ in line]
-            ys = [100 * clean[name]] + [100 * a for _, a in line]
+        for j, name in enumerate(encoders):
+            xs, ys = severity_curve(shifted, name, kind)
             ax.plot(xs, ys, marker="o", markersize=3, color=f"C{j % 10}", label=str(name))
         ax.set_title(kind, fontsize="medium")
         ax.set_xlabel("severity")
@@ -156,3 +150,29 @@ def robustness_figure(rows: list[dict[str, Any]]) -> Figure | None:
         ax.grid(alpha=0.3)
     fig.axes[0].legend(fontsize="small")
     return fig
+
+
+def severity_curve(
+    rows: list[dict[str, Any]], encoder: str, corruption: str | None = None
+) -> tuple[list[int], list[float]]:
+    """Severities 0-5 and the accuracy (%) of ``encoder``'s clean probe at each: severity 0
+    is the clean test set, the others the ``corruption``, or the mean over every corruption
+    when it is None. Severities without a row are left out."""
+    shifted = [
+        r
+        for r in rows
+        if r.get("protocol") == "robustness"
+        and r["encoder"] == encoder
+        and r["corruption"] != "mean"
+        and corruption in (None, r["corruption"])
+    ]
+    if not shifted:
+        return [], []
+    by_severity: dict[int, list[float]] = {}
+    for r in shifted:
+        by_severity.setdefault(int(r["severity"]), []).append(100 * float(r["accuracy"]))
+    severities = sorted(by_severity)
+    return [0, *severities], [
+        100 * float(shifted[0]["clean_accuracy"]),
+        *(float(np.mean(by_severity[s])) for s in severities),
+    ]

@@ -168,6 +168,7 @@ def evaluate_run(
                 workers,
                 lambda text: status.update(f"robustness: {text}"),
             )
+    rows = [{**row, "data": data_spec} for row in rows]  # what `selfsup compare` matches runs by
     if rows:  # none when only a modality's own protocol ran (ctc)
         console.print(rows_table(rows, title=f"{name} on {data_spec} (test accuracy, %)"))
     if any(row["protocol"] == "fewshot" for row in rows):
