@@ -53,7 +53,8 @@ def evaluate_run(
     """Linear probe and kNN at several label fractions (and fine-tuning, if asked) for the
     encoder and the two baselines (the raw input: pixels, TF-IDF, ...; the same encoder at
     random init), plus what the modality adds (a causal language model's perplexity). Prints
-    a table, writes eval.json and report.html into the run folder (or ``out``)."""
+    a table, writes eval.json and report.html into the run folder (or ``out``). Every row
+    names the data set it was measured on (``data``)."""
     run_dir: Path | None = None
     if isinstance(run, nn.Module):
         encoder = run
