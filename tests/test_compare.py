@@ -201,6 +201,21 @@ def test_a_folder_written_by_evaluate_out_compares_without_its_run_files(tmp_pat
     assert line.data == "digits"
 
 
+def test_an_evaluation_inside_a_run_folder_takes_the_runs_description(tmp_path) -> None:
+    """`selfsup evaluate RUN --out RUN/eval-robust`: the table names it run/eval-robust and
+    reads method, encoder and steps from the run folder above."""
+    run = write_run(tmp_path / "run", "simclr", 0.8)
+    (run / "eval-robust").mkdir()
+    (run / "eval.json").rename(run / "eval-robust" / "eval.json")
+    line = compare_runs([run / "eval-robust"]).lines[0]
+    assert line.label == "run/eval-robust"
+    assert (line.info["method"], line.info["encoder"], line.info["steps"]) == (
+        "simclr",
+        "convnet",
+        "200",
+    )
+
+
 def test_bad_inputs_are_one_line_errors(tmp_path) -> None:
     good = write_run(tmp_path / "good", "simclr", 0.8)
     with pytest.raises(SelfsupError, match="does not exist"):

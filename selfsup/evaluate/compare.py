@@ -136,7 +136,7 @@ def compare_runs(runs: Sequence[str | Path], out: str | Path | None = None) -> C
     for i, folder in enumerate(resolved):
         if folder in resolved[:i]:
             raise SelfsupError(f"{folders[i]} is given twice; pass each run once")
-    names = [f.name for f in folders]
+    names = [_name(f) for f in folders]
     labels = [n if names.count(n) == 1 else str(f) for n, f in zip(names, folders, strict=True)]
     evaluated = [_read_run(f, label) for f, label in zip(folders, labels, strict=True)]
     lines = [line for line, _ in evaluated] + _baseline_lines(evaluated)
@@ -170,6 +170,22 @@ def _run_folder(path: Path) -> Path:
     return path
 
 
+def _run_files(folder: Path) -> Path:
+    """Where the config.yaml and encoder.yaml of the run evaluated in ``folder`` are: the
+    folder itself, or its parent for an evaluation written into the run (``selfsup evaluate
+    RUN --out RUN/eval-robust``)."""
+    for candidate in (folder, folder.parent):
+        if any((candidate / name).is_file() for name in RUN_FILES[:2]):
+            return candidate
+    return folder
+
+
+def _name(folder: Path) -> str:
+    """The run's name in the table: its folder's, with the run's for an evaluation inside it."""
+    files = _run_files(folder)
+    return folder.name if files == folder else f"{files.name}/{folder.name}"
+
+
 def _read_run(folder: Path, label: str) -> tuple[Line, dict[str, list[dict[str, Any]]]]:
     """The run's own line, and its baseline rows by baseline name."""
     rows = read_eval_json(folder / EVAL_FILE)
@@ -179,7 +195,8 @@ def _read_run(folder: Path, label: str) -> tuple[Line, dict[str, list[dict[str, 
             f"{folder / EVAL_FILE} holds no rows of the run's own encoder; re-run "
             f"`selfsup evaluate {folder}`"
         )
-    config, spec = _yaml(folder / "config.yaml"), _yaml(folder / "encoder.yaml")
+    files = _run_files(folder)
+    config, spec = _yaml(files / "config.yaml"), _yaml(files / "encoder.yaml")
     train = config.get("train") or {}
     encoder = spec.get("encoder") or {}
     steps = spec.get("step", train.get("max_steps"))
