@@ -44,12 +44,12 @@ RUN_FILES = ("config.yaml", "encoder.yaml", EVAL_FILE)
 """A folder holding any of these is a run (or an evaluation written with ``--out``)."""
 
 PROTOCOL_ORDER = ("linear", "knn", "finetune", "lora")
-BASELINE_ORDER = ("random-init", "raw", "supervised")
 BASELINE_TITLES = {
     "random-init": "random init",
     "raw": "raw input",
     "supervised": "supervised reference",
 }
+"""How the table names each of ``report.BASELINES``, in the order of its lines."""
 HEAD = ("run", "method", "encoder", "steps", "precision")
 
 
@@ -215,7 +215,7 @@ def _read_run(folder: Path, label: str) -> tuple[Line, dict[str, list[dict[str, 
         or "unknown"
     )
     own = [r for r in rows if r.get("encoder") == own_names[0]]
-    baselines = {name: [r for r in rows if r.get("encoder") == name] for name in BASELINE_ORDER}
+    baselines = {name: [r for r in rows if r.get("encoder") == name] for name in BASELINE_TITLES}
     line = Line(label, [label], info, data, _by_column(own))
     return line, {name: rows for name, rows in baselines.items() if rows}
 
@@ -233,7 +233,7 @@ def _baseline_lines(
     """One line per baseline, data set and architecture, shared by the runs whose numbers
     agree in every column they both have (else a line per group of agreeing runs)."""
     groups: list[Line] = []
-    for name in BASELINE_ORDER:
+    for name in BASELINE_TITLES:
         for run, baselines in evaluated:
             if name not in baselines:
                 continue
