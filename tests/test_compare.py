@@ -231,6 +231,9 @@ def test_bad_inputs_are_one_line_errors(tmp_path) -> None:
     (unevaluated / "eval.json").write_text("[{")
     with pytest.raises(SelfsupError, match="not valid JSON"):
         compare_runs([good, unevaluated])
+    (unevaluated / "eval.json").write_text("[]")
+    with pytest.raises(SelfsupError, match="holds no rows"):
+        compare_runs([good, unevaluated])
     (unevaluated / "eval.json").write_text(json.dumps(probe_rows("raw", 0.6, "digits")))
     with pytest.raises(SelfsupError, match="no rows of the run's own encoder"):
         compare_runs([good, unevaluated])

@@ -189,6 +189,11 @@ def _name(folder: Path) -> str:
 def _read_run(folder: Path, label: str) -> tuple[Line, dict[str, list[dict[str, Any]]]]:
     """The run's own line, and its baseline rows by baseline name."""
     rows = read_eval_json(folder / EVAL_FILE)
+    if not rows:
+        raise SelfsupError(
+            f"{folder / EVAL_FILE} holds no rows (a modality's own protocol such as ctc writes "
+            f"its own file): run `selfsup evaluate {folder}` with a probe protocol first"
+        )
     own_names = [r["encoder"] for r in rows if r.get("encoder") not in BASELINES]
     if not own_names:
         raise SelfsupError(
