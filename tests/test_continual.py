@@ -178,6 +178,19 @@ def test_a_continual_run_records_its_lineage_and_starts_from_the_parent(stream):
     assert set(mixed.labels()[len(mixed.new) :].tolist()) <= {0, 1, 2, 3, 4}
     cfg.continual.replay = 0
     assert not isinstance(training_data(cfg, child, world=1)[0], ReplayMix)
+    # a third task continues the stream: the earlier tasks' data, oldest first
+    from selfsup.continual import continual_config
+
+    ckpt = child / "checkpoints" / "step-000008.ckpt"
+    third = continual_config(child, ckpt, child / "config.yaml", [], {"data": "npz:x.npz"})
+    assert third is not None and third.continual.parent == str(child)
+    assert third.continual.stream == [
+        {"name": "digits", "classes": [0, 1, 2, 3, 4]},
+        {"name": "digits", "classes": [5, 6, 7, 8, 9]},
+    ]
+    assert third.data.classes is None  # a new source starts with all its classes
+    same = continual_config(child, ckpt, child / "config.yaml", [], {"data": "digits"})
+    assert same is None  # its own data: an exact resume
 
 
 def test_an_interrupted_continual_run_resumes_exactly(stream, tmp_path):
