@@ -32,11 +32,11 @@ class IndexSubset(Subset):
         return [self[i] for i in indices]
 
     def labels(self) -> Tensor:
-        return self.dataset.labels()[self.indices]
+        return self.dataset.labels()[self.indices]  # type: ignore[attr-defined]
 
     def as_tensor(self) -> Tensor:
         if self._inputs is None:
-            self._inputs = self.dataset.as_tensor()[self.indices]
+            self._inputs = self.dataset.as_tensor()[self.indices]  # type: ignore[attr-defined]
         return self._inputs
 
     def __getattr__(self, name: str) -> Any:  # name, input_key, in_memory, ... of the whole set

@@ -93,8 +93,8 @@ def _table(rows: list[dict[str, Any]]) -> Table:
     for column in ("task", "data", "protocol", "before", "after", "forgetting / gain"):
         table.add_column(column, justify="left" if column in ("data", "protocol") else "right")
     for r in rows:
-        change = r.get("forgetting", r.get("gain"))
         label = "forgetting" if r["role"] == "old" else "gain"
+        change = float(r[label])
         table.add_row(
             f"{r['task']} ({r['role']})",
             _task_name({"name": r["data"], "classes": r["classes"]}),
