@@ -260,3 +260,23 @@ def test_bad_input_is_one_line(stream, tmp_path, capsys):
     assert "replay_ratio must lie in [0, 1)" in one_error_line(capsys)
     assert main(["pretrain", "--resume", str(parent), *NEW, "--out", str(parent)]) == 2
     assert "not into" in one_error_line(capsys)
+
+
+def test_a_text_stream_keeps_its_tokenizer_and_replays_tokens(tmp_path):
+    """Replay is a data set wrapper: any modality continues through the Modality contract."""
+    from selfsup.pretraining import training_data
+
+    words = ["alpha", "beta", "gamma", "delta", "kappa", "sigma"]
+    for name, offset in (("a", 0), ("b", 3)):
+        lines = [" ".join(words[offset + (i + j) % 3] for j in range(6)) for i in range(48)]
+        (tmp_path / f"{name}.txt").write_text("\n".join(lines) + "\n")
+    text = ["--method", "mlm", "--batch-size", "16", "--max-steps", "2", "--no-eval"]
+    text += ["--precision", "32-true", "--vocab-size", "60", "--set", "train.progress=false"]
+    old, new = tmp_path / "old", tmp_path / "new"
+    assert main(["pretrain", "--data", f"text:{tmp_path / 'a.txt'}", *text, "--out", str(old)]) == 0
+    argv = ["pretrain", "--resume", str(old), "--data", f"text:{tmp_path / 'b.txt'}"]
+    assert main([*argv, "--max-steps", "2", "--replay", "8", "--no-eval", "--out", str(new)]) == 0
+    assert (new / "tokenizer.json").read_bytes() == (old / "tokenizer.json").read_bytes()
+    mixed, _ = training_data(make_config(new / "config.yaml"), new, world=1)
+    assert isinstance(mixed, ReplayMix) and mixed.in_memory and mixed.replay == 8
+    assert mixed.as_tensor().shape == (len(mixed.new) + 8, mixed.new.as_tensor().shape[1])
