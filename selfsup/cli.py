@@ -203,12 +203,15 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     from selfsup.api import pretrain
 
     config = _preset(args.config) if args.config else None
+    sections = _sections(args)
+    if args.replay is not None:
+        sections["continual"] = {"replay": args.replay}
     run = pretrain(
         config,
         resume=args.resume,
         evaluate=not args.no_eval,
         overrides=args.overrides,
-        **_sections(args),
+        **sections,
     )
     r = run.train
     if run.rank == 0:
@@ -546,6 +549,14 @@ def build_parser() -> argparse.ArgumentParser:
         "pretrain", help="pretrain an encoder on unlabeled data, then evaluate and export it"
     )
     _add_train_flags(p)
+    p.add_argument(
+        "--replay",
+        type=int,
+        metavar="N",
+        help="--resume RUN with other --data (or data.classes) starts a new continual run from "
+        "RUN's weights; it replays N samples of the earlier data (default 1000; 0 = none) in "
+        "half of each batch (--set continual.replay_ratio=0.25 for a quarter)",
+    )
     p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser(

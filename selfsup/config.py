@@ -64,12 +64,20 @@ class DataConfig:
     max_seconds: float = 4.0
     """Audio: each recording is cut to its first this-many seconds, shorter ones padded
     (and the padding masked); compute grows linearly (the Transformer's as its square)."""
+    classes: tuple[int, ...] | None = None
+    """Keep only the samples of these class ids (by label), in pretraining and evaluation:
+    the tasks of a class-incremental stream (Fashion-MNIST classes 0-4, then 5-9). None
+    keeps every sample; the data must have labels otherwise."""
 
     def validate(self) -> None:
         """The options every modality shares; ``RunConfig.validate`` asks the data's modality
         about its own (image size, text length)."""
         if self.num_workers < 0:
             raise SelfsupError(f"data.num_workers must be 0 or more, got {self.num_workers}")
+        if self.classes is not None and (not self.classes or min(self.classes) < 0):
+            raise SelfsupError(
+                f"data.classes must list class ids of 0 or more, e.g. [0, 1, 2], got {list(self.classes)}"
+            )
 
 
 @dataclass
@@ -376,6 +384,37 @@ class FederatedConfig:
 
 
 @dataclass
+class ContinualConfig:
+    """A continual run (``selfsup pretrain --resume RUN --data NEW``): it starts from RUN's
+    final weights and trains on NEW, mixing in replayed samples of the earlier data. A run
+    that continues nothing has ``parent`` None and ignores the rest."""
+
+    parent: str | None = None
+    """The run folder whose weights this run started from (written by selfsup)."""
+    parent_checkpoint: str | None = None
+    """The checkpoint of ``parent`` that was loaded (written by selfsup)."""
+    stream: list[dict[str, Any]] = field(default_factory=list)
+    """The ``data`` sections of the earlier tasks, oldest first (written by selfsup): with
+    this run's ``data`` the whole sequence of data the encoder has seen."""
+    replay: int = 1000
+    """Replay buffer size: a reservoir sample (Vitter's algorithm R, seeded) of this many
+    samples of the earlier tasks' training data; 0 trains on the new data alone. 200-5000 is
+    the range of the experience-replay literature; 1000 Fashion-MNIST images are under 1 MB."""
+    replay_ratio: float = 0.5
+    """Share of every batch drawn from the buffer (experience replay's equal mix of new and
+    replayed samples, Chaudhry et al. 2019); lower it to favour the new data."""
+
+    def validate(self) -> None:
+        if self.replay < 0:
+            raise SelfsupError(f"continual.replay must be 0 or more samples, got {self.replay}")
+        if not 0 <= self.replay_ratio < 1:
+            raise SelfsupError(
+                f"continual.replay_ratio must lie in [0, 1), got {self.replay_ratio}; 0.5 mixes "
+                "new and replayed samples equally"
+            )
+
+
+@dataclass
 class RunConfig:
     """Everything that defines a pretraining run."""
 
@@ -390,6 +429,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     federated: FederatedConfig = field(default_factory=FederatedConfig)
+    continual: ContinualConfig = field(default_factory=ContinualConfig)
     out: str | None = None
     """Run folder; None makes ``runs/<method>-<data>-<time>``."""
 

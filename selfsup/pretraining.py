@@ -18,7 +18,15 @@ from typing import TYPE_CHECKING, Any
 from torch import nn
 
 from selfsup.config import RunConfig, dump_yaml, make_config, to_dict
+from selfsup.continual import (
+    START,
+    continual_config,
+    copy_parent_inputs,
+    load_parent_state,
+    with_replay,
+)
 from selfsup.data.info import DataInfo
+from selfsup.data.subset import keep_classes
 from selfsup.encoders import build_encoder, encoder_modality
 from selfsup.engine.checkpoint import latest_checkpoint
 from selfsup.engine.progress import console
@@ -63,7 +71,8 @@ def pretrain(
     """Pretrain an encoder, export it, and (if the data has labels) evaluate it.
 
     ``pretrain(method="simclr", data="fashion-mnist", train={"max_time": "15m"})``;
-    ``resume`` takes a run folder or a checkpoint file and continues it exactly.
+    ``resume`` takes a run folder or a checkpoint file and continues it exactly; given with
+    other data than the run's, it starts a continual run from it (``selfsup.continual``).
     """
     module = encoder if isinstance(encoder, nn.Module) else None
     if isinstance(encoder, str):
@@ -77,14 +86,14 @@ def pretrain(
         resume_from = resume_path if resume_path.is_file() else latest_checkpoint(run_dir)
         if resume_from is None:
             raise SelfsupError(f"{resume_path} holds no checkpoint to resume from")
-        cfg = make_config(config, overrides, **sections)
+        continued = continual_config(run_dir, resume_from, config, overrides, sections)
+        if continued is not None:  # new data: a new run that starts from this one
+            run_dir, resume_from = _fresh_run_dir(continued), None
+            copy_parent_inputs(continued, run_dir)
+        cfg = continued or make_config(config, overrides, **sections)
     else:
         cfg = make_config(config, overrides, **sections)
-        run_dir = _new_run_dir(cfg)
-        if latest_checkpoint(run_dir) is not None and not os.environ.get(RUN_DIR_ENV):
-            raise SelfsupError(
-                f"{run_dir} already holds a run: pass --resume {run_dir} to continue it, or choose another --out"
-            )
+        run_dir = _fresh_run_dir(cfg)
     # before the workers start, so that all of them read one tokenizer file
     modality_of_data(cfg.data.name).prepare_run(cfg.data, run_dir)
     os.environ[RUN_DIR_ENV] = str(run_dir)
@@ -102,6 +111,10 @@ def pretrain(
         from selfsup.evaluate.run import evaluate_run
 
         run.eval_rows = evaluate_run(run_dir, cfg=cfg)
+        if cfg.continual.parent is not None:
+            from selfsup.evaluate.continual import evaluate_continual
+
+            evaluate_continual(run_dir, cfg)
     return run
 
 
@@ -110,6 +123,16 @@ def has_labels(spec: str, cfg: RunConfig, run_dir: Path) -> bool:
     modality = modality_of_data(spec)
     options = modality.run_options(cfg.data) if modality_of_data(cfg.data.name) is modality else {}
     return bool(modality.load(spec, "test", folder=run_dir, **options).has_labels)
+
+
+def _fresh_run_dir(cfg: RunConfig) -> Path:
+    """The folder of a new run, which must not hold one already."""
+    run_dir = _new_run_dir(cfg)
+    if latest_checkpoint(run_dir) is not None and not os.environ.get(RUN_DIR_ENV):
+        raise SelfsupError(
+            f"{run_dir} already holds a run: pass --resume {run_dir} to continue it, or choose another --out"
+        )
+    return run_dir
 
 
 def _new_run_dir(cfg: RunConfig) -> Path:
@@ -144,6 +167,10 @@ def _pretrain_worker(
     if fabric.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(dump_yaml({**to_dict(cfg), "out": None}))
+    if cfg.continual.parent is not None and resume_from is None:
+        parent_step = load_parent_state(fabric, method, cfg)
+        if fabric.is_global_zero:  # the encoder before this task, for the forgetting
+            export_run_encoder(method.encoder, run_dir / START, cfg, info, step=parent_step)
     from selfsup.engine import train  # Lightning Fabric loads here, not on `import selfsup`
 
     result = train(fabric, cfg, method, dataset, run_dir, resume_from=resume_from)
@@ -163,6 +190,9 @@ def training_data(cfg: RunConfig, run_dir: Path, world: int) -> tuple[Any, DataI
     modality = modality_of_data(cfg.data.name)
     dataset = modality.load(
         cfg.data.name, "train", folder=run_dir, **modality.run_options(cfg.data)
+    )
+    dataset = with_replay(
+        keep_classes(dataset, cfg.data.classes, cfg.data.name), cfg, run_dir, world
     )
     info = DataInfo(
         modality=modality.name,

@@ -22,6 +22,7 @@ from torch import nn
 from torch.utils.data import Subset
 
 from selfsup.config import EvalConfig, RunConfig, make_config
+from selfsup.data.subset import keep_classes
 from selfsup.engine.progress import console
 from selfsup.errors import SelfsupError
 from selfsup.evaluate.features import dataset_labels, extract_features, input_fn
@@ -75,8 +76,14 @@ def evaluate_run(
 
         raise no_shifts(modality.name)
     options = modality.eval_options(spec, cfg.data if cfg else None)
-    train_set = _labelled(modality, data_spec, "train", run_dir, options)
-    test_set = _labelled(modality, data_spec, "test", run_dir, options)
+    # the run's class subset (a task of a stream) applies to its own data
+    classes = cfg.data.classes if cfg is not None and data_spec == cfg.data.name else None
+    train_set = keep_classes(
+        _labelled(modality, data_spec, "train", run_dir, options), classes, data_spec
+    )
+    test_set = keep_classes(
+        _labelled(modality, data_spec, "test", run_dir, options), classes, data_spec
+    )
     name = name or spec.get("method") or (cfg.method if cfg else "encoder")
     seed = cfg.train.seed if cfg else 0
 

@@ -16,13 +16,15 @@ shared store but may only train on their own samples).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from selfsup.data.subset import IndexSubset as Partition
 from selfsup.errors import SelfsupError
+
+__all__ = ["Partition", "partition_indices"]
 
 
 def partition_indices(
@@ -88,33 +90,3 @@ def _by_column(path: Path, n: int, clients: int) -> list[Tensor]:
     code = {name: k for k, name in enumerate(names)}
     owner = np.array([code[k] for k in keys])
     return [torch.from_numpy(np.flatnonzero(owner == k)).long() for k in range(clients)]
-
-
-class Partition:
-    """The samples ``indices`` of ``dataset``, standing in for it wherever the engine reads a
-    data set: indexing, length, labels, and the whole-tensor view of in-memory data."""
-
-    def __init__(self, dataset: Any, indices: Tensor) -> None:
-        self.dataset = dataset
-        self.indices = indices
-        self.epoch_order = None  # a shard's windowed order does not apply to a subset
-        self._inputs: Tensor | None = None
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, index: int) -> Any:
-        return self.dataset[int(self.indices[index])]
-
-    def labels(self) -> Tensor:
-        return self.dataset.labels()[self.indices]
-
-    def as_tensor(self) -> Tensor:
-        if self._inputs is None:
-            self._inputs = self.dataset.as_tensor()[self.indices]
-        return self._inputs
-
-    def __getattr__(self, name: str) -> Any:  # name, input_key, in_memory, ... of the whole set
-        if name in ("dataset", "indices", "_inputs"):
-            raise AttributeError(name)
-        return getattr(self.dataset, name)
