@@ -76,19 +76,20 @@ def engine_choices(cfg: RunConfig) -> list[Choice]:
     (the linear scaling rule of Goyal et al. 2017, lr = base × batch / 256, which the SSL
     papers state their rates in), and the warm-up as a share of the run's steps (a time-limited
     run learns its step count from its speed after a few steps)."""
+    from selfsup.engine.loop import peak_lr
     from selfsup.engine.optim import RECOMMENDED
 
     t = cfg.train
     choices = []
     if t.lr is None:
-        base, _ = RECOMMENDED[t.optimizer]
-        batch = t.batch_size * t.devices * t.num_nodes
+        world = t.devices * t.num_nodes
+        lr, _ = peak_lr(cfg, world)  # the engine's own rule, said
         choices.append(
             Choice(
                 "",
-                base * batch / 256,
-                f"lr {base * batch / 256:.3g}: {t.optimizer}'s {base:g} per 256 samples × "
-                f"{batch}/256 (linear scaling rule)",
+                lr,
+                f"lr {lr:.3g}: {t.optimizer}'s {RECOMMENDED[t.optimizer][0]:g} per 256 samples "
+                f"× {t.batch_size * world}/256 (linear scaling rule)",
             )
         )
     choices.append(
