@@ -316,6 +316,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         ev["finetune_fractions"] = [float(x) for x in args.finetune_fractions.split(",")]
     for key in (
         "finetune_epochs",
+        "finetune_max_steps",
         "lora_rank",
         "lora_alpha",
         "fewshot_episodes",
@@ -642,6 +643,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="label fractions for finetune, supervised and lora, e.g. 0.01,0.1,1 (default 1)",
     )
     p.add_argument("--finetune-epochs", type=int, help="epochs of each trained protocol (10)")
+    p.add_argument(
+        "--finetune-max-steps",
+        type=int,
+        help="step cap of each trained protocol, the schedule fitted to it (a budget that "
+        "gives the same number on a loaded machine, unlike --finetune-max-time)",
+    )
     p.add_argument("--lora-rank", type=int, help="LoRA rank r; 8 works, 4-16 are usual")
     p.add_argument("--lora-alpha", type=float, help="LoRA scale alpha (update × alpha/r); 2 × rank")
     p.add_argument(

@@ -217,6 +217,9 @@ class EvalConfig:
     finetune_epochs: int = 10
     finetune_max_time: str | None = None
     """Wall-clock cap per fine-tuning run, e.g. 5m; the run then stops early and is scored."""
+    finetune_max_steps: int | None = None
+    """Step cap per fine-tuning run (the schedule fitted to it): the budget that gives the
+    same number on a loaded or a faster machine, unlike ``finetune_max_time``."""
     finetune_lr: float = 1e-3
     """Base AdamW learning rate per 256 samples; MAE fine-tunes ViTs at 1e-3 with layer
     decay 0.75, BERT at 2e-5 to 5e-5 × batch/32 (about 5e-4 here)."""
@@ -266,6 +269,11 @@ class EvalConfig:
             ("batch_size", self.batch_size),
             ("finetune_batch_size", self.finetune_batch_size),
             ("finetune_epochs", self.finetune_epochs),
+            *(
+                [("finetune_max_steps", self.finetune_max_steps)]
+                if self.finetune_max_steps is not None
+                else []
+            ),
             ("lora_rank", self.lora_rank),
             ("fewshot_way", self.fewshot_way),
             ("fewshot_queries", self.fewshot_queries),

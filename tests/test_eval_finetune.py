@@ -461,6 +461,16 @@ def test_time_limited_schedule_fits_the_time(monkeypatch):
     assert not untimed["stopped_early"] and untimed["steps"] == 16
 
 
+def test_a_step_budget_ends_the_run_and_its_schedule(monkeypatch):
+    """``max_steps`` stops the run after exactly that many steps, whatever the machine's
+    speed, and the cosine schedule is fitted to it (its horizon is the budget)."""
+    seen = one_second_steps(monkeypatch)
+    train, test = quadrant_task(512, seed=0), quadrant_task(256, seed=1)
+    result = finetune(MLP(), train, test, config(epochs=100, batch_size=64, max_steps=13))
+    assert result["steps"] == 13 and result["stopped_early"]
+    assert seen[-1] == (12, 13)  # the last step ran at the end of a 13-step schedule
+
+
 # ------------------------------------------------------------------- on the engine's loop
 
 
@@ -631,6 +641,7 @@ def test_evaluate_run_streams_its_data_and_fine_tunes_on_the_engine(monkeypatch)
         ({"epochs": 0}, "epochs and batch_size"),
         ({"batch_size": 0}, "epochs and batch_size"),
         ({"max_time": -1.0}, "max_time"),
+        ({"max_steps": 0}, "max_steps"),
         ({"lr": 0.0}, "lr > 0"),
         ({"lr": float("nan")}, "lr > 0"),
         ({"weight_decay": -0.1}, "weight_decay"),

@@ -60,6 +60,10 @@ class FinetuneConfig:
     """Seconds (the LP-FT starting probe included) after which training stops and is scored.
     The warm-up and cosine schedule are fitted to it (never beyond ``epochs``), so the lr
     reaches 0 when the time runs out instead of being cut off at its peak."""
+    max_steps: int | None = None
+    """Optimizer steps after which training stops (with ``epochs`` and ``max_time``, the
+    first to end); the schedule is fitted to it. A step budget gives the same result on a
+    fast and a slow machine, which a time cap does not."""
     batch_size: int = 128
     """Samples per step and process (a set smaller than one batch is one batch)."""
     lr: float = 1e-3
@@ -95,6 +99,10 @@ class FinetuneConfig:
             raise SelfsupError(
                 f"fine-tuning epochs and batch_size must be at least 1, got {self.epochs} and "
                 f"{self.batch_size}"
+            )
+        if self.max_steps is not None and self.max_steps < 1:
+            raise SelfsupError(
+                f"fine-tuning max_steps must be at least 1 (or None), got {self.max_steps}"
             )
         if self.max_time is not None and not 0 <= self.max_time < math.inf:
             raise SelfsupError(
@@ -490,6 +498,7 @@ def _engine_config(cfg: FinetuneConfig, batch: int, peak_lr: float, num_workers:
         train=TrainConfig(
             batch_size=batch,
             max_epochs=cfg.epochs,
+            max_steps=cfg.max_steps,
             max_time=cfg.max_time,
             optimizer="adamw",
             lr=peak_lr,

@@ -102,12 +102,15 @@ def evaluate_run(
         prepare = input_fn(model, split)
         return extract_features(model, split, ev.batch_size, to_input=prepare, num_workers=workers)
 
+    # frozen features are read only by the probes, few-shot and robustness: a run of the
+    # trained protocols alone (a fine-tune) does not pay for them
+    frozen = bool(set(ev.protocols) & {*PROBES, "fewshot", "robustness"})
     with console.status("extracting features"):
         sets = {
             label: FeatureSet(
                 features(model, train_set), train_y, features(model, test_set), test_y
             )
-            for label, model in models.items()
+            for label, model in (models.items() if frozen else ())
         }
 
     probes = [p for p in ev.protocols if p in PROBES]
@@ -203,7 +206,9 @@ def evaluate_run(
                     title=f"selfsup: {name} on {data_spec}",
                     rows=rows,
                     metrics_csv=_file(run_dir, "metrics.csv"),
-                    embeddings=sets[name].test_x.numpy(),
+                    embeddings=(
+                        sets[name].test_x if name in sets else features(encoder, test_set)
+                    ).numpy(),
                     embedding_labels=test_y.numpy(),
                     class_names=test_set.class_names,
                     config_text=(
@@ -301,6 +306,7 @@ def _trained_rows(
     ft = FinetuneConfig(
         epochs=ev.finetune_epochs,
         max_time=parse_duration(ev.finetune_max_time) if ev.finetune_max_time else None,
+        max_steps=ev.finetune_max_steps,
         batch_size=ev.finetune_batch_size,
         lr=ev.finetune_lr,
         layer_decay=ev.finetune_layer_decay if ev.finetune_layer_decay < 1 else None,
