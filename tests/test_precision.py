@@ -18,7 +18,7 @@ from selfsup.evaluate import knn_accuracy
 from selfsup.methods import DataInfo, build_method
 
 
-def knn_after_training(tmp_path, precision: str) -> float:
+def knn_after_training(tmp_path, precision: str, seed: int) -> float:
     cfg = make_config(
         encoder="convnet",
         encoder_args={"width": 16},
@@ -29,14 +29,15 @@ def knn_after_training(tmp_path, precision: str) -> float:
             "progress": False,
             "checkpoint_every": 1000,
             "precision": precision,
+            "seed": seed,
         },
     )
     data = load_images("digits", "train")
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     encoder = build_encoder("convnet", in_channels=1, image_size=8, width=16)
     method = build_method("simclr", cfg.method_args, encoder, DataInfo(1, 8))
     fabric = Fabric(accelerator="cpu", devices=1, precision=precision)
-    train(fabric, cfg, method, data, tmp_path / precision)
+    train(fabric, cfg, method, data, tmp_path / f"{precision}-{seed}")
     test = load_images("digits", "test")
     return knn_accuracy(
         extract_features(encoder, data.as_tensor()),
@@ -47,11 +48,20 @@ def knn_after_training(tmp_path, precision: str) -> float:
 
 
 @pytest.mark.slow
-def test_bf16_mixed_matches_float32_at_equal_steps(tmp_path):
-    fp32 = knn_after_training(tmp_path, "32-true")
-    bf16 = knn_after_training(tmp_path, "bf16-mixed")
-    assert fp32 > 0.85  # it learned something, so the comparison means something
-    assert abs(bf16 - fp32) < 0.03, (fp32, bf16)
+def test_bf16_mixed_loses_less_than_a_point_against_float32_at_equal_steps(tmp_path):
+    """Paired runs: each seed trains the same initial weights on the same batches and the
+    same views (made in float32 under every precision) once per precision, so what differs
+    is bf16 arithmetic alone. Paired deltas were 0.0, -0.19 and +0.19 points (one test
+    image of 540 each way); the seed-to-seed spread of one precision is about 0.5 points.
+    The mean delta over 3 seeds must stay above -0.75 points, so a 1-point loss fails."""
+    deltas, fp32s = [], []
+    for seed in range(3):
+        fp32 = knn_after_training(tmp_path, "32-true", seed)
+        bf16 = knn_after_training(tmp_path, "bf16-mixed", seed)
+        fp32s.append(fp32)
+        deltas.append(bf16 - fp32)
+    assert min(fp32s) > 0.9  # it learned, so the comparison means something
+    assert sum(deltas) / len(deltas) > -0.0075, (fp32s, deltas)
 
 
 def test_auto_precision_follows_the_hardware(monkeypatch):
