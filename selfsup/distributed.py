@@ -44,6 +44,16 @@ def gather_with_grad(x: Tensor) -> Tensor:
         return torch.cat(all_gather(x.contiguous()), dim=0)
 
 
+def mean_with_grad(x: Tensor) -> Tensor:
+    """Mean of ``x`` (any shape) over processes: a batch statistic (an average over equal
+    shares of the batch) made whole-batch. Its value is the mean; its gradient reaches the
+    local ``x`` unscaled, which DDP's averaging of gradients over the P processes turns into
+    the whole batch's (d mean / d x_r = 1/P). No collective runs in the backward pass."""
+    if not is_distributed():
+        return x
+    return x + (all_reduce_mean(x) - x).detach()
+
+
 def all_reduce_mean(x: Tensor) -> Tensor:
     """Mean of ``x`` over processes, without gradient (for logging and statistics)."""
     if not is_distributed():

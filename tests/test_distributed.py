@@ -146,6 +146,112 @@ def test_every_batch_coupled_loss_under_two_processes_matches_one_process():
             np.testing.assert_allclose(got["state"][key], value, rtol=1e-5, atol=1e-7, err_msg=name)
 
 
+# ---------------------------------------------------------------- the speech methods' losses
+
+FRAMES, MASKED, CODES = 10, 6, (2, 4)  # frames per utterance, masked per utterance, (G, V)
+
+
+def _speech_inputs() -> dict[str, torch.Tensor]:
+    """One fixed batch for the speech losses: frame inputs, each utterance's masked frames
+    (the same count in every row, as span masking gives after cropping to the shortest),
+    wav2vec2's distractors, HuBERT's units, data2vec's teacher layers."""
+    from selfsup.losses.wav2vec2 import sample_distractors
+
+    g = torch.Generator().manual_seed(2)
+    mask = torch.zeros(BATCH, FRAMES, dtype=torch.bool)
+    for row in range(BATCH):
+        mask[row, torch.randperm(FRAMES, generator=g)[:MASKED]] = True
+    frames = torch.randn(BATCH, FRAMES, DIM, generator=g)
+    frames[BATCH // 2 :] += 5.0  # the halves use different codes: per-half averages differ
+    return {
+        "frames": frames,
+        "mask": mask,
+        "distractors": sample_distractors(BATCH, MASKED, 4, generator=g),
+        "units": torch.randint(0, 5, (BATCH, FRAMES), generator=g),
+        "unit_embeddings": torch.randn(5, 8, generator=g),
+        "teacher": torch.randn(3, BATCH, FRAMES, 8, generator=g),
+    }
+
+
+def _speech_losses(fabric: Fabric, gather: bool = True) -> dict:
+    """wav2vec 2.0 (contrastive + α · diversity), HuBERT and data2vec-audio on this process's
+    share of one fixed batch: the loss (mean over processes) and a shared model's gradients."""
+    from selfsup.losses.data2vec import Data2VecLoss, data2vec_targets
+    from selfsup.losses.hubert import hubert_logits
+    from selfsup.losses.wav2vec2 import Wav2Vec2ContrastiveLoss, diversity_loss
+
+    share = BATCH // fabric.world_size
+    rows = slice(fabric.global_rank * share, (fabric.global_rank + 1) * share)
+    shared = ("unit_embeddings",)  # the same for every process; the rest is per utterance
+    data = {
+        key: value if key in shared else value[:, rows] if key == "teacher" else value[rows]
+        for key, value in _speech_inputs().items()
+    }
+    x, mask = data["frames"], data["mask"]
+    torch.manual_seed(9)
+    quantize = nn.Linear(DIM, 8)  # fixed targets q of the contrastive loss
+    for p in quantize.parameters():
+        p.requires_grad_(False)
+    batch_mean = distributed.mean_with_grad if gather else (lambda t: t)
+
+    def wav2vec2(m: nn.Module) -> torch.Tensor:
+        out = m(x[mask]).view(share, MASKED, 8)  # (B, M, 8)
+        q = quantize(x[mask]).view(share, MASKED, 8)
+        codes = out.flatten(0, 1).view(-1, *CODES).softmax(dim=-1).mean(dim=0)  # (G, V)
+        contrastive = Wav2Vec2ContrastiveLoss(0.1)(out, q, data["distractors"])
+        return contrastive + 0.1 * diversity_loss(batch_mean(codes))
+
+    def hubert(m: nn.Module) -> torch.Tensor:
+        logits = hubert_logits(m(x[mask]), data["unit_embeddings"], 0.1)
+        return nn.functional.cross_entropy(logits, data["units"][mask])
+
+    def data2vec(m: nn.Module) -> torch.Tensor:
+        target = data2vec_targets(list(data["teacher"]), 2, norm="instance")
+        return Data2VecLoss(beta=0.0)(m(x)[mask], target[mask])
+
+    results = {}
+    for name, loss_fn in {
+        "wav2vec2": wav2vec2,
+        "hubert": hubert,
+        "data2vec-audio": data2vec,
+    }.items():
+        plain = make_model()
+        model = fabric.setup_module(plain)
+        loss = loss_fn(model)
+        fabric.backward(loss)
+        results[name] = {
+            "loss": float(fabric.all_reduce(loss.detach(), reduce_op="mean")),
+            "grads": {n: p.grad.numpy().copy() for n, p in plain.named_parameters()},
+        }
+    return results
+
+
+def _speech_losses_without_gathering(fabric: Fabric) -> dict:
+    return _speech_losses(fabric, gather=False)
+
+
+@pytest.mark.slow
+def test_every_speech_loss_under_two_processes_matches_one_process():
+    """wav2vec 2.0's contrastive and diversity terms, HuBERT's masked prediction and
+    data2vec-audio's regression: 2 processes with half the utterances each give the loss and
+    gradients of 1 process with all of them. Without averaging the code probabilities over
+    processes, wav2vec 2.0's diversity term (a batch statistic) would differ: checked too."""
+    one = Fabric(accelerator="cpu", devices=1).launch(_speech_losses)
+    two = launch_two(_speech_losses)
+    for name, expected in one.items():
+        assert two[name]["loss"] == pytest.approx(expected["loss"], rel=1e-5), name
+        for param, grad in expected["grads"].items():
+            torch.testing.assert_close(
+                torch.from_numpy(two[name]["grads"][param]),
+                torch.from_numpy(grad),
+                rtol=1e-4,
+                atol=1e-6,
+                msg=lambda m, name=name: f"{name}: {m}",
+            )
+    local = launch_two(_speech_losses_without_gathering)
+    assert abs(local["wav2vec2"]["loss"] - one["wav2vec2"]["loss"]) > 1e-3
+
+
 def _threads(fabric: Fabric) -> tuple[int, int]:
     from selfsup.engine.loop import cpu_threads_per_process
 

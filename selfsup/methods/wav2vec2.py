@@ -19,6 +19,9 @@ The Gumbel temperature falls geometrically from 2 to 0.5 over the first 70% of t
 updates). The quantized targets are returned as the monitored ``embedding``: a codebook that
 collapses drives their effective rank down and raises the collapse warning; the code
 perplexity, temperature and masked share are logged each step.
+
+Under DDP the diversity term uses the code probabilities averaged over every process's
+frames (fairseq averages them per GPU), so 2 processes train as 1 with the whole batch.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from selfsup.data.info import DataInfo
+from selfsup.distributed import mean_with_grad
 from selfsup.encoders.quantizer import GumbelQuantizer
 from selfsup.encoders.wav2vec import pool_frames
 from selfsup.errors import SelfsupError
@@ -146,7 +150,9 @@ class Wav2Vec2(nn.Module):
         q = self.project_q(q).view(B, M, -1)  # (B, M, F)
         distractors = sample_distractors(B, M, self.cfg.num_negatives, device=q.device)
         contrastive = self.loss(c, q, distractors)
-        diversity = diversity_loss(mean_probs)
+        # the codes' average over the whole batch (every process holds B·M frames), so 2
+        # processes compute the diversity of 1 with the whole batch
+        diversity = diversity_loss(mean_with_grad(mean_probs))
         loss = (
             contrastive + self.cfg.diversity_weight * diversity + self.cfg.feature_penalty * penalty
         )
