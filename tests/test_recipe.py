@@ -119,3 +119,53 @@ def test_a_run_says_its_choices_once_and_records_them(tmp_path, capsys):
     assert written["method_args"]["augment"]["crop_scale"] == [0.6, 1.0]
     again = make_config(run.run_dir / "config.yaml")  # the file reproduces the fitted run
     assert again.method_args["augment"]["crop_scale"] == [0.6, 1.0]
+
+
+# ------------------------------------------------------------------------- speech: mask spans
+
+
+@pytest.mark.parametrize(
+    "method, prob_key, length_key, paper_prob",
+    [
+        ("wav2vec2", "mask_prob", "mask_length", 0.065),
+        ("hubert", "mask_prob", "mask_length", 0.08),
+        ("data2vec", "span_start_prob", "span_length", 0.065),
+    ],
+)
+def test_masked_spans_last_the_papers_200_ms_at_any_frame_rate(
+    method, prob_key, length_key, paper_prob
+):
+    """wav2vec2-tiny's hop is 160 samples: 20 ms frames at 8 kHz keep the paper's 10-frame
+    spans; 10 ms frames at 16 kHz get 20-frame spans and half the start chance (the same
+    expected share hidden); a hop of 320 at 16 kHz is the paper's layout again."""
+    from selfsup.data.info import DataInfo
+
+    def fitted(sample_rate, **sections):
+        cfg = make_config(method=method, data="audio:random", **sections)
+        info = DataInfo(modality="audio", sample_rate=sample_rate, max_samples=sample_rate)
+        args = fit_to_data(cfg, info)[0].method_args
+        return args[length_key], args[prob_key]
+
+    assert fitted(8000) == (10, paper_prob)
+    assert fitted(16000) == (20, pytest.approx(paper_prob / 2))
+    layout = {
+        "encoder_args": {
+            "conv_strides": [5, 2, 2, 2, 2, 2, 2],
+            "conv_kernels": [10, 3, 3, 3, 3, 2, 2],
+        }
+    }
+    assert fitted(16000, **layout) == (10, paper_prob)
+    # a named span length is kept, with the paper's start chance; a named pair is kept whole
+    assert fitted(16000, method_args={length_key: 5}) == (5, paper_prob)
+    assert fitted(16000, method_args={length_key: 5, prob_key: 0.3}) == (5, 0.3)
+
+
+def test_an_audio_run_built_without_the_recipe_masks_at_the_papers_spans():
+    from selfsup.methods.hubert import HuBERTConfig
+    from selfsup.views.masking import span_or_paper
+
+    cfg = HuBERTConfig()
+    assert (cfg.mask_prob, cfg.mask_length) == (None, None)  # left to the data
+    assert span_or_paper(cfg.mask_prob, cfg.mask_length, cfg.paper_span) == (0.08, 10)
+    with pytest.raises(Exception, match="mask_prob must lie in"):
+        HuBERTConfig(mask_length=0).validate()

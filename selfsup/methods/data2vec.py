@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -31,7 +31,7 @@ from selfsup.errors import SelfsupError
 from selfsup.losses.data2vec import Data2VecLoss, data2vec_targets
 from selfsup.methods.wav2vec2 import crop_to_shortest
 from selfsup.views import ImageAugment, ImageViews
-from selfsup.views.masking import bert_mask, block_mask, span_mask
+from selfsup.views.masking import bert_mask, block_mask, check_span, span_mask, span_or_paper
 
 
 @dataclass
@@ -57,10 +57,13 @@ class Data2VecConfig:
     """Images: share of patches hidden by block-wise masking (the paper's 60%)."""
     text_mask_prob: float = 0.15
     """Text: share of tokens selected BERT-style (80% [MASK], 10% random, 10% unchanged)."""
-    span_start_prob: float = 0.065
-    span_length: int = 10
-    """Speech: chance that a latent frame starts a masked span, and the span's frames (the
-    paper's 0.65 / 10: about half the frames hidden)."""
+    paper_span: ClassVar[tuple[float, int]] = (0.065, 10)
+    """Speech: (start chance, frames) of the paper's spans for 20 ms frames (200 ms spans,
+    about half the frames hidden)."""
+    span_start_prob: float | None = None
+    span_length: int | None = None
+    """Speech: chance that a latent frame starts a masked span, and the span's frames; None:
+    fitted to the encoder's frame rate (``paper_span`` at 20 ms)."""
     momentum: float | None = None
     """Teacher EMA momentum at the start; None = the paper's 0.999 (text, speech) / 0.9998
     (images).
@@ -78,8 +81,7 @@ class Data2VecConfig:
     def validate(self) -> None:
         if not 0 < self.mask_ratio < 1 or not 0 < self.text_mask_prob < 1:
             raise SelfsupError("mask_ratio and text_mask_prob must lie in (0, 1)")
-        if not 0 < self.span_start_prob < 1 or self.span_length < 1:
-            raise SelfsupError("span_start_prob must lie in (0, 1) and span_length be at least 1")
+        check_span(self.span_start_prob, self.span_length, "span_start_prob", "span_length")
 
 
 class Data2Vec(nn.Module):
@@ -180,9 +182,10 @@ class Data2Vec(nn.Module):
         wave = crop_to_shortest(audio)  # (B, T') no padding left
         z, padding = self.encoder.extract(wave)  # (B, N, C), (B, N)
         x = self.encoder.embed(z)  # (B, N, D)
-        mask = span_mask(
-            padding, start_prob=self.cfg.span_start_prob, span=self.cfg.span_length
-        )  # (B, N)
+        prob, length = span_or_paper(
+            self.cfg.span_start_prob, self.cfg.span_length, self.cfg.paper_span
+        )
+        mask = span_mask(padding, start_prob=prob, span=length)  # (B, N)
         hidden = torch.where(mask.unsqueeze(-1), self.encoder.mask_embedding.to(x.dtype), x)
         states, _ = self.encoder.contextualise(hidden, padding)  # (B, N, D)
         prediction = self.head(states[mask])  # (M, D)

@@ -26,6 +26,7 @@ accuracy as ``unit_accuracy``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -35,7 +36,7 @@ from selfsup.encoders.wav2vec import pool_frames
 from selfsup.errors import SelfsupError
 from selfsup.losses.hubert import MiniBatchKMeans, hubert_logits
 from selfsup.methods.wav2vec2 import crop_to_shortest, scale_grad
-from selfsup.views.masking import span_mask
+from selfsup.views.masking import check_span, span_mask, span_or_paper
 from selfsup.views.spectrogram import mfcc_deltas
 
 N_MFCC = 13
@@ -50,9 +51,13 @@ class HuBERTConfig:
     """Hidden units K of the first iteration's k-means on MFCCs."""
     kmeans_fraction: float = 0.1
     """Share of training during which the k-means centres still move; frozen after it."""
-    mask_prob: float = 0.08
-    """Chance that a frame starts a masked span (fairseq's ``mask_prob`` 0.8 / span length)."""
-    mask_length: int = 10
+    paper_span: ClassVar[tuple[float, int]] = (0.08, 10)
+    """(start chance, frames) of fairseq's base config for 20 ms frames: 200 ms spans."""
+    mask_prob: float | None = None
+    """Chance that a frame starts a masked span (fairseq's ``mask_prob`` 0.8 / span length);
+    None: fitted with ``mask_length`` to the encoder's frame rate (``paper_span`` at 20 ms)."""
+    mask_length: int | None = None
+    """Frames per masked span; None: the paper's 200 ms in the encoder's frames."""
     temperature: float = 0.1
     """τ of the cosine logits (fairseq's ``logit_temp``)."""
     final_dim: int = 256
@@ -65,8 +70,7 @@ class HuBERTConfig:
             raise SelfsupError("clusters must be at least 2")
         if not 0 <= self.kmeans_fraction <= 1:
             raise SelfsupError("kmeans_fraction must lie in [0, 1]")
-        if not 0 < self.mask_prob < 1 or self.mask_length < 1:
-            raise SelfsupError("mask_prob must lie in (0, 1) and mask_length be at least 1")
+        check_span(self.mask_prob, self.mask_length, "mask_prob", "mask_length")
         if not self.temperature > 0 or self.final_dim < 1:
             raise SelfsupError("temperature must be positive and final_dim at least 1")
 
@@ -107,7 +111,8 @@ class HuBERT(nn.Module):
         z = scale_grad(z, self.cfg.feature_grad_scale)
         penalty = z.float().pow(2).mean()
         x = self.encoder.embed(z)  # (B, N, D)
-        mask = span_mask(padding, start_prob=self.cfg.mask_prob, span=self.cfg.mask_length)
+        prob, length = span_or_paper(self.cfg.mask_prob, self.cfg.mask_length, self.cfg.paper_span)
+        mask = span_mask(padding, start_prob=prob, span=length)
         mask &= ~padding
         if not bool(mask.any()):
             raise SelfsupError(

@@ -27,6 +27,7 @@ frames (fairseq averages them per GPU), so 2 processes train as 1 with the whole
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -41,17 +42,21 @@ from selfsup.losses.wav2vec2 import (
     diversity_loss,
     sample_distractors,
 )
-from selfsup.views.masking import span_mask
+from selfsup.views.masking import check_span, span_mask, span_or_paper
 
 
 @dataclass
 class Wav2Vec2Config:
     """wav2vec 2.0's hyperparameters: the paper's BASE values (Table 9 / fairseq's config)."""
 
-    mask_prob: float = 0.065
-    """Chance that a frame starts a masked span (fairseq's ``mask_prob`` 0.65 / span length)."""
-    mask_length: int = 10
-    """Frames per masked span; with 0.065 about 49% of the frames end up hidden."""
+    paper_span: ClassVar[tuple[float, int]] = (0.065, 10)
+    """(start chance, frames) of the paper's spans, for its 20 ms frames: 200 ms spans, about
+    49% of the frames hidden."""
+    mask_prob: float | None = None
+    """Chance that a frame starts a masked span (fairseq's ``mask_prob`` 0.65 / span length);
+    None: fitted with ``mask_length`` to the encoder's frame rate (``paper_span`` at 20 ms)."""
+    mask_length: int | None = None
+    """Frames per masked span; None: the paper's 200 ms in the encoder's frames."""
     num_negatives: int = 100
     """Distractors K per masked frame, from the other masked frames of the same utterance."""
     kappa: float = 0.1
@@ -74,8 +79,7 @@ class Wav2Vec2Config:
     """Share of training over which the Gumbel temperature falls from start to end."""
 
     def validate(self) -> None:
-        if not 0 < self.mask_prob < 1 or self.mask_length < 1:
-            raise SelfsupError("mask_prob must lie in (0, 1) and mask_length be at least 1")
+        check_span(self.mask_prob, self.mask_length, "mask_prob", "mask_length")
         if self.num_negatives < 1 or not self.kappa > 0:
             raise SelfsupError("num_negatives must be at least 1 and kappa positive")
         if not 0 < self.temperature_end <= self.temperature_start:
@@ -136,7 +140,8 @@ class Wav2Vec2(nn.Module):
         penalty = z.float().pow(2).mean()  # after the scaling, as fairseq
         latent = self.encoder.feature_norm(z)  # (B, N, C): the quantizer's input
         x = self.encoder.project(latent)  # (B, N, D)
-        mask = span_mask(padding, start_prob=self.cfg.mask_prob, span=self.cfg.mask_length)
+        prob, length = span_or_paper(self.cfg.mask_prob, self.cfg.mask_length, self.cfg.paper_span)
+        mask = span_mask(padding, start_prob=prob, span=length)
         B, M = mask.shape[0], int(mask[0].sum())
         if M < 2:
             raise SelfsupError(

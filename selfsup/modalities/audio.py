@@ -89,7 +89,10 @@ class AudioModality:
         return {"sample_rate": dataset.sample_rate, "max_samples": dataset.max_samples}
 
     def fitted_defaults(self, cfg: RunConfig, info: DataInfo) -> list[Choice]:
-        return []  # mask spans stay in frames, whatever the frame rate (not fitted yet)
+        """Masked spans from the frame rate: the papers' spans of 10 frames are 200 ms of
+        20 ms frames (16 kHz, hop 320); an encoder whose frames last longer or shorter gets
+        spans of the same duration, and a start chance that hides the same share."""
+        return fitted_mask_spans(cfg, info.sample_rate, self.default_encoder)
 
     def encoder_inputs(self, info: DataInfo) -> dict[str, Any]:
         return {"sample_rate": info.sample_rate}
@@ -217,3 +220,82 @@ class AudioModality:
 
 
 AUDIO = AudioModality()
+
+
+PAPER_FRAME_SECONDS = 0.02
+"""The frame of wav2vec 2.0, HuBERT and data2vec-audio: a hop of 320 samples at 16 kHz."""
+
+SPAN_FIELDS = (("mask_prob", "mask_length"), ("span_start_prob", "span_length"))
+"""(start chance, span length) option names of the span-masking methods' configs."""
+
+
+def encoder_hop(cfg: RunConfig, default_encoder: str) -> int | None:
+    """Waveform samples per frame of the run's encoder (the product of its conv strides);
+    None for an encoder without a strided feature encoder."""
+    from selfsup.encoders import ENCODERS
+
+    spec = ENCODERS.get(cfg.encoder or default_encoder)
+    strides = cfg.encoder_args.get(
+        "conv_strides", spec.defaults.get("conv_strides") if spec else None
+    )
+    if not strides:
+        return None
+    hop = 1
+    for stride in strides:
+        hop *= int(stride)
+    return hop
+
+
+def fitted_mask_spans(
+    cfg: RunConfig, sample_rate: int | None, default_encoder: str
+) -> list[Choice]:
+    """The span length and start chance of a span-masking method that leaves them to the data
+    (None), fitted to the encoder's frame duration; nothing for a method without spans or an
+    encoder without a known hop. A named length keeps its start chance (the paper's if unset)."""
+    from selfsup.methods import method_spec
+    from selfsup.recipe import Choice
+
+    paper = getattr(method_spec(cfg.method).config, "paper_span", None)
+    fields = next(((p, n) for p, n in SPAN_FIELDS if n in cfg.method_args), None)
+    hop = encoder_hop(cfg, default_encoder)
+    if paper is None or fields is None or hop is None or not sample_rate:
+        return []
+    prob_key, length_key = fields
+    paper_prob, paper_length = float(paper[0]), int(paper[1])
+    if cfg.method_args.get(length_key) is not None:
+        if cfg.method_args.get(prob_key) is not None:
+            return []
+        return [
+            Choice(
+                f"method_args.{prob_key}",
+                paper_prob,
+                f"span start chance {paper_prob:g}: the paper's, for the spans named",
+            )
+        ]
+    frame = hop / sample_rate
+    length = max(1, round(paper_length * PAPER_FRAME_SECONDS / frame))
+    choices = [
+        Choice(
+            f"method_args.{length_key}",
+            length,
+            f"{length}-frame masked spans ({1000 * length * frame:.0f} ms): frames are "
+            f"{1000 * frame:g} ms ({hop} samples at {sample_rate} Hz; the paper's spans are "
+            f"{paper_length} frames of 20 ms)",
+        )
+    ]
+    if cfg.method_args.get(prob_key) is None:
+        prob = round(min(0.99, paper_prob * paper_length / length), 6)
+        choices.append(
+            Choice(
+                f"method_args.{prob_key}",
+                prob,
+                f"span start chance {prob:g}: "
+                + (
+                    "the paper's"
+                    if length == paper_length
+                    else f"the paper's {paper_prob:g} × {paper_length} / {length} frames, so "
+                    "about the same share of the audio is hidden"
+                ),
+            )
+        )
+    return choices

@@ -520,6 +520,23 @@ class TokenMasking(nn.Module):
         return f"vocab_size={self.vocab_size}, select_prob={self.select_prob}{whole}"
 
 
+def span_or_paper(
+    prob: float | None, length: int | None, paper: tuple[float, int]
+) -> tuple[float, int]:
+    """A span-masking method's (start chance, span frames): the configured ones, or the
+    paper's where left to the data (None) and not fitted (a method built without a run)."""
+    return (paper[0] if prob is None else prob), (paper[1] if length is None else length)
+
+
+def check_span(prob: float | None, length: int | None, prob_name: str, length_name: str) -> None:
+    """One-line error for a span start chance outside (0, 1) or a span under 1 frame."""
+    if (prob is not None and not 0 < prob < 1) or (length is not None and length < 1):
+        raise SelfsupError(
+            f"{prob_name} must lie in (0, 1) and {length_name} be at least 1 (or both unset: "
+            f"fitted to the frame rate), got {prob} and {length}"
+        )
+
+
 def span_mask(
     padding: Tensor,
     *,
