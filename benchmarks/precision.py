@@ -44,6 +44,7 @@ def one_run(args: argparse.Namespace, precision: str, seed: int, root: Path) -> 
             "seeds": [0],
             "baselines": False,
             "report": False,
+            "max_train": args.max_train,
         },
     )
     got = {row["protocol"]: 100 * row["accuracy"] for row in run.eval_rows}
@@ -62,6 +63,9 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument(
+        "--max-train", type=int, help="probe on this many labelled images (default: all)"
+    )
     args = p.parse_args()
 
     results: dict[tuple[str, int], dict] = {}
@@ -76,7 +80,8 @@ def main() -> None:
                     flush=True,
                 )
 
-    print(f"\n{args.method} on {args.data}, {args.steps} steps of {args.batch_size}\n")
+    probe = f", probes on {args.max_train} labels" if args.max_train else ""
+    print(f"\n{args.method} on {args.data}, {args.steps} steps of {args.batch_size}{probe}\n")
     print(
         "| seed | float32 linear | bf16 linear | Δ | float32 kNN | bf16 kNN | Δ | s (f32 / bf16) |"
     )
