@@ -76,6 +76,22 @@ def _queue_state(queue) -> dict:
     return {"keys": queue.keys.numpy().copy(), "ptr": int(queue.ptr)}
 
 
+def _losses_and_grads(fabric: Fabric, cases: dict) -> dict:
+    """Each ``loss_fn(model)`` of ``cases`` on a fresh seed-0 model under ``fabric``: the loss
+    (mean over processes) and the model's gradients (numpy: safe across processes)."""
+    results = {}
+    for name, loss_fn in cases.items():
+        plain = make_model()
+        model = fabric.setup_module(plain)
+        loss = loss_fn(model)
+        fabric.backward(loss)
+        results[name] = {
+            "loss": float(fabric.all_reduce(loss.detach(), reduce_op="mean")),
+            "grads": {n: p.grad.numpy().copy() for n, p in plain.named_parameters()},
+        }
+    return results
+
+
 def _coupled_losses(fabric: Fabric) -> dict:
     """Each loss on this process's share of one fixed batch: its value (mean over processes),
     the gradients of a shared model, and the state it updates (DINO's center, MoCo's queue)."""
@@ -109,16 +125,7 @@ def _coupled_losses(fabric: Fabric) -> dict:
             torch.stack([m(x1), m(x2)]), torch.stack([key_model(x1), key_model(x2)]), 0.04
         ),
     }
-    results = {}
-    for name, loss_fn in cases.items():
-        plain = make_model()
-        model = fabric.setup_module(plain)
-        loss = loss_fn(model)
-        fabric.backward(loss)
-        results[name] = {
-            "loss": float(fabric.all_reduce(loss.detach(), reduce_op="mean")),
-            "grads": {n: p.grad.numpy().copy() for n, p in plain.named_parameters()},
-        }
+    results = _losses_and_grads(fabric, cases)
     queue.push(key_model(x2))
     results["moco-queue"]["state"] = _queue_state(queue)
     results["dino"]["state"] = {"center": dino.center.numpy().copy()}
@@ -209,21 +216,8 @@ def _speech_losses(fabric: Fabric, gather: bool = True) -> dict:
         target = data2vec_targets(list(data["teacher"]), 2, norm="instance")
         return Data2VecLoss(beta=0.0)(m(x)[mask], target[mask])
 
-    results = {}
-    for name, loss_fn in {
-        "wav2vec2": wav2vec2,
-        "hubert": hubert,
-        "data2vec-audio": data2vec,
-    }.items():
-        plain = make_model()
-        model = fabric.setup_module(plain)
-        loss = loss_fn(model)
-        fabric.backward(loss)
-        results[name] = {
-            "loss": float(fabric.all_reduce(loss.detach(), reduce_op="mean")),
-            "grads": {n: p.grad.numpy().copy() for n, p in plain.named_parameters()},
-        }
-    return results
+    cases = {"wav2vec2": wav2vec2, "hubert": hubert, "data2vec-audio": data2vec}
+    return _losses_and_grads(fabric, cases)
 
 
 def _speech_losses_without_gathering(fabric: Fabric) -> dict:
