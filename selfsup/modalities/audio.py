@@ -9,6 +9,7 @@ over each utterance.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -238,12 +239,7 @@ def encoder_hop(cfg: RunConfig, default_encoder: str) -> int | None:
     strides = cfg.encoder_args.get(
         "conv_strides", spec.defaults.get("conv_strides") if spec else None
     )
-    if not strides:
-        return None
-    hop = 1
-    for stride in strides:
-        hop *= int(stride)
-    return hop
+    return math.prod(int(stride) for stride in strides) if strides else None
 
 
 def fitted_mask_spans(
