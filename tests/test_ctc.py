@@ -117,6 +117,24 @@ def tiny_encoder():
     )
 
 
+@pytest.mark.parametrize(
+    ("rate", "named", "expected"),
+    [
+        (8000, {}, (0.05, 10)),  # hop 160 at 8 kHz: 20 ms frames, the paper's spans
+        (16000, {}, (0.025, 20)),  # 10 ms frames: 200 ms spans, half the start chance
+        (16000, {"mask_span": 4}, (0.05, 4)),  # a named span keeps the paper's chance
+        (16000, {"mask_start": 0.0}, (0.0, 20)),  # masking off, whatever the span
+    ],
+)
+def test_ctc_masks_spans_of_the_papers_duration_in_the_encoders_frames(rate, named, expected):
+    encoder = build_encoder(
+        "wav2vec2-tiny", sample_rate=rate, conv_dim=16, embed_dim=32, depth=2, num_heads=2
+    )
+    assert encoder.hop == 160
+    model = CTCModel(encoder, len(Alphabet(ENGLISH)), CTCConfig(**named))
+    assert (model.mask_start, model.mask_span) == pytest.approx(expected)
+
+
 def test_ctc_learns_to_spell_and_the_feature_encoder_stays_frozen(spelled_folder):
     from selfsup.data.audio import load_audio
     from selfsup.evaluate.ctc import Transcribed, transcribed_split

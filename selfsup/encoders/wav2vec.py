@@ -26,6 +26,8 @@ here is a plain grouped convolution; the paper adds weight normalisation to it.
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Sequence
 
 import torch
@@ -134,10 +136,7 @@ class Wav2Vec2Encoder(nn.Module):
     @property
     def hop(self) -> int:
         """Waveform samples per frame (the product of the strides)."""
-        hop = 1
-        for s in self.feature_encoder.strides:
-            hop *= s
-        return hop
+        return math.prod(self.feature_encoder.strides)
 
     def extract(self, wave: Tensor) -> tuple[Tensor, Tensor]:
         """(B, T) waveforms with a NaN tail -> latent frames z (B, N, C) and their padding

@@ -162,10 +162,13 @@ class CTCConfig:
     batch_size: int = 8
     lr: float = 1e-3
     """Peak AdamW learning rate (not scaled by the batch)."""
-    mask_start: float = 0.05
-    """Share of frames that start a masked span of ``mask_span`` frames (fairseq ``mask_prob``
-    0.5 / 10); 0 turns masking off."""
-    mask_span: int = 10
+    mask_start: float | None = None
+    """Share of frames that start a masked span of ``mask_span`` frames; 0 turns masking off.
+    None: fairseq's ``mask_prob`` 0.5 / 10 = 0.05 for 20 ms frames, scaled with the span so
+    about the same share of the audio is hidden."""
+    mask_span: int | None = None
+    """Frames per masked span. None: the 10 frames of 20 ms (200 ms) of the paper's recipe, in
+    the encoder's frames."""
     max_seconds: float = 6.0
     """Utterances longer than this are left out (a cut recording would not match its
     transcript)."""
@@ -178,11 +181,32 @@ class CTCConfig:
                 f"CTC fine-tuning needs minutes > 0, epochs ≥ 1 and batch_size ≥ 1, got "
                 f"{self.minutes}, {self.epochs} and {self.batch_size}"
             )
-        if not 0 < self.lr < 1 or not 0 <= self.mask_start < 1 or self.mask_span < 1:
+        start = 0.0 if self.mask_start is None else self.mask_start
+        span = 1 if self.mask_span is None else self.mask_span
+        if not 0 < self.lr < 1 or not 0 <= start < 1 or span < 1:
             raise SelfsupError(
                 f"CTC fine-tuning needs 0 < lr < 1, 0 ≤ mask_start < 1 and mask_span ≥ 1, got "
                 f"{self.lr}, {self.mask_start} and {self.mask_span}"
             )
+
+
+PAPER_CTC_SPAN = (0.05, 10)
+"""fairseq's fine-tuning masks: a start chance of 0.05 (``mask_prob`` 0.5 over spans of 10)
+and spans of 10 frames of 20 ms."""
+
+
+def fitted_ctc_span(cfg: CTCConfig, encoder: nn.Module) -> tuple[float, int]:
+    """The start chance and span length CTC fine-tuning masks with: the ones named, else the
+    paper's 200 ms spans in the encoder's frames (``hop`` samples at its sample rate)."""
+    from selfsup.modalities.audio import span_for_frames
+
+    paper_prob, paper_length = PAPER_CTC_SPAN
+    rate = (getattr(encoder, "build_args", None) or {}).get("sample_rate")
+    if cfg.mask_span is not None or not rate:
+        length = paper_length if cfg.mask_span is None else cfg.mask_span
+        return (paper_prob if cfg.mask_start is None else cfg.mask_start), length
+    length, prob = span_for_frames(paper_prob, paper_length, int(encoder.hop) / int(rate))
+    return (prob if cfg.mask_start is None else cfg.mask_start), length
 
 
 class CTCModel(nn.Module):
@@ -203,6 +227,7 @@ class CTCModel(nn.Module):
         for p in self.encoder.feature_encoder.parameters():
             p.requires_grad_(False)
         self.head = nn.Linear(int(encoder.embed_dim), symbols)
+        self.mask_start, self.mask_span = fitted_ctc_span(cfg, encoder)
         self.cfg = cfg
 
     def frame_log_probs(self, wave: Tensor, train: bool = False) -> tuple[Tensor, Tensor]:
@@ -210,9 +235,9 @@ class CTCModel(nn.Module):
         from selfsup.views.masking import span_mask
 
         mask = None
-        if train and self.cfg.mask_start > 0:
+        if train and self.mask_start > 0:
             _, padding = self.encoder.extract(wave)
-            mask = span_mask(padding, start_prob=self.cfg.mask_start, span=self.cfg.mask_span)
+            mask = span_mask(padding, start_prob=self.mask_start, span=self.mask_span)
         states, padding = self.encoder.forward_frames(wave, mask)
         return F.log_softmax(self.head(states).float(), dim=-1), (~padding).sum(dim=1)
 
@@ -363,6 +388,7 @@ def ctc_finetune(
                 "skipped": len(skipped) + len(skipped_test),
                 "train_loss": sum(last) / len(last),
                 "steps": trained.steps,
+                "mask": {"start": model.mask_start, "span": model.mask_span},
                 "seconds": time.perf_counter() - start,
                 "example": {"reference": references[0], "hypothesis": hypotheses[0]},
             }

@@ -242,6 +242,14 @@ def encoder_hop(cfg: RunConfig, default_encoder: str) -> int | None:
     return math.prod(int(stride) for stride in strides) if strides else None
 
 
+def span_for_frames(paper_prob: float, paper_length: int, frame: float) -> tuple[int, float]:
+    """The paper's span (``paper_length`` frames of 20 ms, each frame starting one with chance
+    ``paper_prob``) for frames of ``frame`` seconds: spans of the same duration, and a start
+    chance that hides about the same share of the audio."""
+    length = max(1, round(paper_length * PAPER_FRAME_SECONDS / frame))
+    return length, round(min(0.99, paper_prob * paper_length / length), 6)
+
+
 def fitted_mask_spans(
     cfg: RunConfig, sample_rate: int | None, default_encoder: str
 ) -> list[Choice]:
@@ -269,7 +277,7 @@ def fitted_mask_spans(
             )
         ]
     frame = hop / sample_rate
-    length = max(1, round(paper_length * PAPER_FRAME_SECONDS / frame))
+    length, prob = span_for_frames(paper_prob, paper_length, frame)
     choices = [
         Choice(
             f"method_args.{length_key}",
@@ -280,7 +288,6 @@ def fitted_mask_spans(
         )
     ]
     if cfg.method_args.get(prob_key) is None:
-        prob = round(min(0.99, paper_prob * paper_length / length), 6)
         choices.append(
             Choice(
                 f"method_args.{prob_key}",
