@@ -90,6 +90,29 @@ def test_every_source_of_28_px_images_gets_the_recipe_fashion_mnist_gets(tmp_pat
     assert _recipe(bigger)["method_args"] != _recipe(mine)["method_args"]
 
 
+def test_local_crops_cost_the_papers_share_of_a_step_at_any_resolution(tmp_path):
+    from selfsup.views.multicrop import local_crop_count, local_crop_size
+
+    assert local_crop_count(224, local_crop_size(224)) == 8  # the paper's 8 of 96 px
+    assert local_crop_count(28, local_crop_size(28)) == 8  # 12 px: the same side ratio
+    assert local_crop_count(8, local_crop_size(8)) == 6  # 4-px floor: each costs more
+    assert local_crop_count(28, local_crop_size(28, 7)) == 6  # 14 px for 7-px patches
+    for size in (8, 16, 28, 32, 64, 96, 224):
+        side = local_crop_size(size)
+        share = local_crop_count(size, side) * side**2 / size**2  # global crops' worth
+        assert 2 <= local_crop_count(size, side) <= 10 and 0.5 < share < 2.5
+    fitted, choices = _fitted(_images(tmp_path, "mine"), tmp_path, method="dino")
+    assert fitted.method_args["num_local_crops"] == 8
+    assert any(c.reason.startswith("8 local crops of 12 px") for c in choices)
+    small, _ = _fitted(_images(tmp_path, "small", size=8, n=64), tmp_path, method="dino")
+    assert small.method_args["num_local_crops"] == 6
+    named, choices = _fitted(
+        _images(tmp_path, "mine"), tmp_path, method="dino", method_args={"num_local_crops": 2}
+    )
+    assert named.method_args["num_local_crops"] == 2
+    assert not any("local crops" in c.reason for c in choices)
+
+
 def test_a_value_the_user_names_is_kept(tmp_path):
     spec = _images(tmp_path, "mine")
     cfg, choices = _fitted(

@@ -79,10 +79,14 @@ class ImageModality:
         }
 
     def fitted_defaults(self, cfg: RunConfig, info: DataInfo) -> list[Choice]:
-        """Crop scale and blur of every view recipe of the method, from the image size."""
+        """Crop scale and blur of every view recipe of the method, and a multi-crop method's
+        number of local crops, from the image size."""
         from selfsup.views.image import fitted_augments
+        from selfsup.views.multicrop import fitted_local_crops
 
-        return fitted_augments(cfg.method_args, info.image_size)
+        return fitted_augments(cfg.method_args, info.image_size) + fitted_local_crops(
+            cfg, info.image_size, self.default_encoder
+        )
 
     def encoder_inputs(self, info: DataInfo) -> dict[str, Any]:
         return {"in_channels": info.channels, "image_size": info.image_size}

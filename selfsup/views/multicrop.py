@@ -9,15 +9,25 @@ image size (12 px for 28 px images).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor, nn
 
 from selfsup.views.image import ImageAugment, image_pipeline, normalize, to_float
 
+if TYPE_CHECKING:
+    from selfsup.config import RunConfig
+    from selfsup.recipe import Choice
+
 LOCAL_RATIO = 96 / 224
 """DINO's local-to-global crop side ratio."""
 MIN_LOCAL_SIZE = 4
 """Below 4 px a crop shows almost nothing (and a 3×3 conv has nothing to slide over)."""
+PAPER_LOCAL_CROPS = 8
+"""DINO's local crops at 224 px (its code's default; the paper's best uses 10)."""
+MAX_LOCAL_CROPS = 10
+"""The most local crops the rule picks: the paper found nothing gained beyond 10."""
 
 
 def local_crop_size(image_size: int, multiple: int = 1) -> int:
@@ -28,6 +38,15 @@ def local_crop_size(image_size: int, multiple: int = 1) -> int:
     while side < MIN_LOCAL_SIZE:
         side += multiple
     return min(side, image_size)
+
+
+def local_crop_count(image_size: int, local_size: int) -> int:
+    """Local crops costing the share of a step the paper's 8 do at 224 px: 8 × (96/224)² of a
+    global crop's pixels, divided by what one ``local_size`` crop of an ``image_size`` image
+    costs. It is 8 where the side ratio is the paper's (28 -> 12 px) and fewer where rounding to
+    the patch or the 4-px floor makes local crops relatively larger (8 -> 4 px: 6); 2 to 10."""
+    share = PAPER_LOCAL_CROPS * LOCAL_RATIO**2 * (image_size / local_size) ** 2
+    return min(MAX_LOCAL_CROPS, max(2, round(share)))
 
 
 class MultiCropViews(nn.Module):
@@ -75,3 +94,26 @@ class MultiCropViews(nn.Module):
         if self.num_local:
             views.append(self._crops(x, self.local_pipeline, self.num_local))
         return views
+
+
+def fitted_local_crops(cfg: RunConfig, image_size: int, default_encoder: str) -> list[Choice]:
+    """The local crop count of a multi-crop method that leaves it to the data (None), from the
+    image size and the encoder's patch (``local_crop_count``); nothing for other methods."""
+    from selfsup.encoders import ENCODERS
+    from selfsup.recipe import Choice
+
+    if "num_local_crops" not in cfg.method_args or cfg.method_args["num_local_crops"] is not None:
+        return []
+    local = cfg.method_args.get("local_augment") or {}
+    spec = ENCODERS.get(cfg.encoder or default_encoder)
+    patch = int(cfg.encoder_args.get("patch_size", spec.defaults.get("patch_size", 1) if spec else 1))
+    side = local.get("output_size") or local_crop_size(image_size, patch)
+    count = local_crop_count(image_size, side)
+    return [
+        Choice(
+            "method_args.num_local_crops",
+            count,
+            f"{count} local crops of {side} px: together they cost what the paper's 8 of 96 px "
+            f"do beside 224-px crops ({count * side**2 / image_size**2:.2f} of a global crop)",
+        )
+    ]
