@@ -67,6 +67,8 @@ def test_spec_options_and_voices_are_drawn_by_seed() -> None:
     assert parse_spec("") == ("", {}) and parse_spec("copies=2") == ("", {"copies": "2"})
     with pytest.raises(SelfsupError, match="unknown espeak option 'speed'"):
         parse_spec("fortunes:speed=3")
+    with pytest.raises(SelfsupError, match="espeak:text:FILE:voices=de"):
+        load_audio("espeak:de", "train")
     draws = {draw_voice("en", f"text {i}", 0, seed=0) for i in range(200)}
     assert len({voice for voice, _, _ in draws}) == len(espeak.VARIANTS)  # every variant used
     assert all(v.startswith("en-us") for v, _, _ in draws)

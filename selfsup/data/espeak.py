@@ -268,6 +268,12 @@ def espeak_files(argument: str, split: Split, *, progress: bool = True) -> Audio
                 "languages as espeak:en,fr, or give a text source, espeak:TEXTSPEC:voices=LANGS"
             )
         texts, class_names = _asterisk_texts(languages, split)
+    elif re.fullmatch(r"[a-z]{2,3}(-[a-z0-9]+)*(,[a-z]{2,3}(-[a-z0-9]+)*)*", text_spec):
+        raise SelfsupError(
+            f"espeak:{text_spec}: the built-in text is the Asterisk transcripts "
+            f"({', '.join(ASTERISK_LANGUAGES)}); for other languages give text in them, "
+            f"e.g. espeak:text:FILE:voices={text_spec}"
+        )
     else:
         voices = [v.strip() for v in options.get("voices", "en").split(",") if v.strip()]
         texts, class_names = _source_texts(text_spec, voices, split, seed)
