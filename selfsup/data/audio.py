@@ -254,9 +254,11 @@ def load_audio(
     elif prefix == "audio":
         files = _split(user_audio_files(Path(argument).expanduser()), split)
     elif prefix == "espeak":
-        from selfsup.data.espeak import espeak_files
+        from selfsup.data.espeak import espeak_files, speaks_asterisk_transcripts
 
         files = espeak_files(argument, split)  # one split: only its texts are spoken
+        # as for the recordings: CTC leaves out (and counts) the prompts it cannot spell
+        skip_bad = skip_bad or speaks_asterisk_transcripts(argument)
     else:
         raise SelfsupError(f"unknown audio source {spec!r}; known: {', '.join(AUDIO_DATASETS)}")
     if not files.paths:

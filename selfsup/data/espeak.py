@@ -254,14 +254,20 @@ def cached_speech(
     return paths
 
 
+def speaks_asterisk_transcripts(argument: str) -> bool:
+    """Whether ``espeak:ARGUMENT`` speaks the Asterisk transcripts (no text source named)."""
+    text_spec = parse_spec(argument)[0]
+    return all(lang.strip() in ASTERISK_LANGUAGES for lang in text_spec.split(",") if lang.strip())
+
+
 def espeak_files(argument: str, split: Split, *, progress: bool = True) -> AudioFiles:
     """One split of ``espeak:ARGUMENT`` (see the module docstring), rendered where missing."""
     text_spec, options = parse_spec(argument)
     copies = _int_option(options, "copies", 1, 1)
     seed = _int_option(options, "seed", 0, 0)
     limit = _int_option(options, "max", 0, 1) if "max" in options else None
-    languages = [lang.strip() for lang in text_spec.split(",") if lang.strip()]
-    if not text_spec or all(lang in ASTERISK_LANGUAGES for lang in languages):
+    if speaks_asterisk_transcripts(argument):
+        languages = [lang.strip() for lang in text_spec.split(",") if lang.strip()]
         if "voices" in options:
             raise SelfsupError(
                 "espeak[:LANGS] speaks each Asterisk transcript in its own language: name the "
