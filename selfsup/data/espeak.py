@@ -10,7 +10,9 @@ Specs (``:key=value`` options may follow either form):
                             language whose transcripts are installed), each spoken by voices
                             of its own language and labelled by it, as ``asterisk:LANGS``.
                             A transcript goes to the split its recording is in, so the text of
-                            the held-out prompts is never spoken in pretraining.
+                            the held-out prompts is never spoken in pretraining. As for the
+                            recordings, CTC leaves out (and counts) a transcript it cannot
+                            spell ("press 1") rather than stopping.
     espeak:TEXTSPEC         any text source (``fortunes``, ``gcide``, ``text:FILE`` ...), its
                             own split, spoken by voices of the ``voices=`` languages
                             (default en) and labelled by the voice's language.
