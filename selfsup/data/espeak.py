@@ -40,7 +40,6 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -245,14 +244,12 @@ def render_all(todo: list[Utterance], folder: Path, *, progress: bool = True) ->
             bar.advance(task)
 
 
-def cached_speech(
-    found: list[Utterance], folder: Path, render_missing: Callable[[list[Utterance]], None]
-) -> list[Path]:
+def cached_speech(found: list[Utterance], folder: Path, *, progress: bool = True) -> list[Path]:
     """The cache file of every utterance, rendering (once) those not there yet."""
     paths = [folder / u.cache_name() for u in found]
     todo = list({u.cache_name(): u for u, p in zip(found, paths) if not p.is_file()}.values())
     if todo:
-        render_missing(todo)
+        render_all(todo, folder, progress=progress)
     return paths
 
 
@@ -290,7 +287,7 @@ def espeak_files(argument: str, split: Split, *, progress: bool = True) -> Audio
     if not found:
         raise SelfsupError(f"espeak:{argument} has no text to speak in its {split} split")
     folder = cache_dir("espeak")
-    paths = cached_speech(found, folder, lambda todo: render_all(todo, folder, progress=progress))
+    paths = cached_speech(found, folder, progress=progress)
     label_of = {name: i for i, name in enumerate(class_names)}
     return AudioFiles(
         paths=paths,
