@@ -101,6 +101,26 @@ def test_lines_are_spoken_at_the_runs_rate_with_labels_and_transcripts(
 
 
 @needs_espeak
+def test_a_labelled_text_is_spoken_in_the_language_its_label_names(
+    lines: Path, tmp_path: Path
+) -> None:
+    jsonl = tmp_path / "multilingual.jsonl"
+    rows = [("en", line) for line in LINES] + [
+        ("de", f"Guten Morgen, Nummer {i}.") for i in range(10)
+    ]
+    jsonl.write_text("".join(json.dumps({"text": t, "label": lang}) + "\n" for lang, t in rows))
+    spoken = load_audio(f"espeak:text:{jsonl}:voices=label", "train", sample_rate=8000)
+    assert spoken.class_names == ["de", "en"]
+    language = dict((t, lang) for lang, t in rows)
+    assert [spoken.class_names[y] for y in spoken.labels()] == [
+        language[t] for t in spoken.transcripts
+    ]
+    assert {t.startswith("Guten") for t in spoken.transcripts} == {True, False}
+    with pytest.raises(SelfsupError, match="voices=label needs labelled text"):
+        load_audio(f"espeak:text:{lines}:voices=label", "train")
+
+
+@needs_espeak
 def test_speech_is_rendered_once_and_deterministically(
     lines: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

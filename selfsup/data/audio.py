@@ -74,7 +74,7 @@ AUDIO_DATASETS: dict[str, str] = {
     "espeak": (
         "synthetic speech by espeak-ng, for pretraining volume: espeak[:en,fr] speaks the "
         "Asterisk transcripts of the training split in their languages, espeak:TEXTSPEC any "
-        "text source (:voices=en,de :copies=N :max=N :seed=S); rendered once into the cache, "
+        "text source (:voices=en,de or =label :copies=N :max=N :seed=S); rendered once into the cache, "
         "labelled by language; `sudo apt-get install espeak-ng`"
     ),
     "audio": (

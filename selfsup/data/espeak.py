@@ -17,7 +17,9 @@ Specs (``:key=value`` options may follow either form):
                             own split, spoken by voices of the ``voices=`` languages
                             (default en) and labelled by the voice's language.
 Options:
-    voices=en,fr            espeak-ng languages to draw each utterance's voice from
+    voices=en,fr            espeak-ng languages to draw each text's voice from; ``voices=label``
+                            speaks each text in the language its label names (a ``text:FOLDER``
+                            with ``en/`` and ``de/`` subfolders, a JSONL with ``label: de``)
     copies=N                speak each text N times, each time by another voice (default 1)
     max=N                   speak only the first N texts of the split
     seed=S                  the seed of the voices drawn (default 0)
@@ -333,14 +335,23 @@ def _asterisk_texts(
 def _source_texts(
     spec: str, voices: list[str], split: Split, seed: int
 ) -> tuple[list[tuple[str, str, str]], list[str]]:
-    """The texts of the text source ``spec``, each given one of ``voices`` by seed."""
+    """The texts of the text source ``spec``, each given one of ``voices`` by seed, or with
+    ``voices=label`` the language its label names."""
     from selfsup.data.text import load_texts
 
     if not voices:
         raise SelfsupError(f"espeak:{spec}:voices= names no language ({ESPEAK_USAGE})")
     corpus = load_texts(spec, split)
-    texts = []
-    for i, text in enumerate(corpus.texts):
-        language = random.Random(f"{seed}|{text}").choice(voices) if len(voices) > 1 else voices[0]
-        texts.append((text, language, f"{spec}/{i}"))
-    return texts, voices
+    if voices == ["label"]:
+        if corpus.labels is None:
+            raise SelfsupError(
+                f"espeak:{spec}:voices=label needs labelled text (language subfolders of "
+                "text:FOLDER, or a label field in JSONL): this source has no labels"
+            )
+        names = corpus.class_names
+        spoken = [names[label] for label in corpus.labels]
+    else:
+        names = voices
+        spoken = [random.Random(f"{seed}|{text}").choice(voices) for text in corpus.texts]
+    keys = [f"{spec}/{i}" for i in range(len(corpus.texts))]
+    return list(zip(corpus.texts, spoken, keys, strict=True)), names
