@@ -1,4 +1,5 @@
-"""Recorded speech: folders and manifests of audio files, and the Asterisk telephony prompts.
+"""Recorded speech: folders and manifests of audio files, the Asterisk telephony prompts, and
+synthetic speech spoken by espeak-ng.
 
 A sample is ``{"audio": float32 (T,), "label": int64}`` with T = ``max_seconds`` at the run's
 ``sample_rate``: the file is decoded with ``soundfile`` in the loader worker, averaged to mono,
@@ -15,6 +16,8 @@ Sources:
     asterisk[:en,fr,...]    the Asterisk prompts of every installed language (or those named),
                             labelled by language
     asterisk-digits[:LANGS] only their ``digits/`` prompts, labelled by the number spoken
+    espeak[:LANGS]          synthetic speech: text spoken by espeak-ng, rendered once into the
+    espeak:TEXTSPEC         cache (``selfsup.data.espeak``), labelled by language
 
 A file is in the test split when a hash of its relative path (prefixed by the language for
 Asterisk) falls in the lowest 20%, so held-out prompts never reach pretraining.
@@ -67,6 +70,12 @@ AUDIO_DATASETS: dict[str, str] = {
     "asterisk-digits": (
         "the Asterisk digits/ prompts (~100 per language: numbers, 'hundred', 'oh'), labelled "
         "by the word spoken; same install"
+    ),
+    "espeak": (
+        "synthetic speech by espeak-ng, for pretraining volume: espeak[:en,fr] speaks the "
+        "Asterisk transcripts of the training split in their languages, espeak:TEXTSPEC any "
+        "text source (:voices=en,de or =label :copies=N :max=N :seed=S); rendered once into the cache, "
+        "labelled by language; `sudo apt-get install espeak-ng`"
     ),
     "audio": (
         "audio:PATH, a folder of .wav/.flac/.ogg (subfolder = label, same-stem .txt = "
@@ -240,13 +249,18 @@ def load_audio(
     prefix, _, argument = spec.partition(":")
     prefix = prefix.strip().lower()
     if prefix in ("asterisk", "asterisk-digits"):
-        files = asterisk_files(argument, digits=prefix == "asterisk-digits")
+        files = _split(asterisk_files(argument, digits=prefix == "asterisk-digits"), split)
         skip_bad = True  # asterisk-core-sounds-ru ships an empty prompt, ru/is.wav
     elif prefix == "audio":
-        files = user_audio_files(Path(argument).expanduser())
+        files = _split(user_audio_files(Path(argument).expanduser()), split)
+    elif prefix == "espeak":
+        from selfsup.data.espeak import espeak_files, speaks_asterisk_transcripts
+
+        files = espeak_files(argument, split)  # one split: only its texts are spoken
+        # as for the recordings: CTC leaves out (and counts) the prompts it cannot spell
+        skip_bad = skip_bad or speaks_asterisk_transcripts(argument)
     else:
         raise SelfsupError(f"unknown audio source {spec!r}; known: {', '.join(AUDIO_DATASETS)}")
-    files = _split(files, split)
     if not files.paths:
         raise SelfsupError(f"{spec!r} has no audio files in its {split} split")
     return AudioDataset(
@@ -328,9 +342,14 @@ def asterisk_files(languages: str, *, digits: bool) -> AudioFiles:
     return AudioFiles(paths, labels, class_names, texts, keys)
 
 
+def asterisk_transcript_file(language: str) -> Path:
+    """Where ``asterisk-core-sounds-LANG`` installs the transcripts of its prompts."""
+    return ASTERISK_DOCS / f"asterisk-core-sounds-{language}" / f"core-sounds-{language}.txt.gz"
+
+
 def asterisk_transcripts(language: str) -> dict[str, str]:
     """Prompt name (``digits/1``) -> transcript, from the package's core-sounds-LANG.txt.gz."""
-    path = ASTERISK_DOCS / f"asterisk-core-sounds-{language}" / f"core-sounds-{language}.txt.gz"
+    path = asterisk_transcript_file(language)
     if not path.is_file():
         return {}
     out = {}
