@@ -151,7 +151,7 @@ def load_pairs_batches(
         drawn, captions = generated_pairs(2000, size, seed)
         picked = versus_hf.batch_indices(len(captions), batch_size, count, seed)
         images = torch.stack(drawn)[picked]  # (count, B, 3, S, S)
-        source = source or f"generated pairs ({len(captions):,} captioned shapes, {size} px)"
+        source = f"generated pairs ({len(captions):,} captioned shapes, {size} px)"
     tok = train_tokenizer(captions, "wordpiece", vocab_size=vocab_size)
     tokens = encode_batch(tok, captions, max_length)[picked]  # (count, B, L)
     return images.numpy(), tokens.numpy(), tok.get_vocab_size(), source
