@@ -35,29 +35,35 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib.util
-import json
-import multiprocessing
-import os
 import random
-import resource
 import statistics
 import sys
-import time
-from concurrent.futures import ProcessPoolExecutor
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import Tensor
+from versus_hf import (
+    MODELS,
+    Model,
+    alternate,
+    batch_indices,
+    check_run_arguments,
+    finish,
+    make_step,
+    memory_baseline,
+    memory_note,
+    memory_used,
+    require_transformers,
+    run_parser,
+    summarise,
+    timed_steps,
+)
 
 from selfsup.data.tokenizer import PAD_ID, encode_batch, train_tokenizer
 from selfsup.errors import SelfsupError
 
-Model = Literal["selfsup", "hf"]
 LABELS: dict[str, str] = {"selfsup": "selfsup MLM", "hf": "HF BertForMaskedLM"}
 LR, WEIGHT_DECAY = 5e-4, 0.01
 """AdamW settings of both models (those of the fortunes-mlm preset)."""
@@ -113,29 +119,7 @@ def load_corpus(kind: str) -> tuple[list[str], str]:
     return texts, f"generated corpus ({len(texts):,} sentences of made-up words)"
 
 
-def make_batches(tokens: Tensor, batch_size: int, count: int, seed: int) -> np.ndarray:
-    """``count`` batches of ``batch_size`` rows of ``tokens`` (N, L), in a seeded shuffled
-    order, cycling through the rows when there are too few -> (count, B, L) int64."""
-    g = torch.Generator().manual_seed(seed)
-    need = batch_size * count
-    order = torch.cat(
-        [torch.randperm(len(tokens), generator=g) for _ in range(-(-need // len(tokens)))]
-    )
-    return tokens[order[:need]].reshape(count, batch_size, -1).numpy()
-
-
 # --- the child process: one model, warm-up, timed steps ------------------------------------
-
-
-def _autocast(device: str, precision: str) -> AbstractContextManager[Any]:
-    if precision == "bf16":
-        return torch.autocast(device, dtype=torch.bfloat16)
-    return nullcontext()
-
-
-def _sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
 
 
 def _digest(inputs: Tensor, targets: Tensor) -> str:
@@ -143,11 +127,6 @@ def _digest(inputs: Tensor, targets: Tensor) -> str:
     h = hashlib.sha1(inputs.cpu().numpy().tobytes())
     h.update(targets.cpu().numpy().tobytes())
     return h.hexdigest()[:16]
-
-
-def _rss_mb() -> float:
-    """Peak resident memory of this process so far, in MB (Linux reports kB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def run_model(model: Model, spec: RunSpec) -> dict[str, Any]:
@@ -173,10 +152,7 @@ def run_model(model: Model, spec: RunSpec) -> dict[str, Any]:
         "mask_id": ids["[MASK]"],
         "special_ids": [ids[t] for t in ("[PAD]", "[CLS]", "[SEP]", "[MASK]")],
     }
-    baseline_rss = _rss_mb()
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-        baseline_cuda = torch.cuda.memory_allocated() / 2**20
+    baseline = memory_baseline(device)
 
     torch.manual_seed(spec.seed)
     extra: dict[str, int]
@@ -229,14 +205,11 @@ def run_model(model: Model, spec: RunSpec) -> dict[str, Any]:
     params = sum(p.numel() for p in net.parameters())  # tied weights counted once
     optimizer = torch.optim.AdamW(net.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
 
-    def step(i: int) -> float:
+    def seeded_forward(i: int) -> Tensor:
         torch.manual_seed(spec.seed + i)  # the same mask draw on both sides
-        optimizer.zero_grad(set_to_none=True)
-        with _autocast(device, spec.precision):
-            loss = forward(batches[i])
-        loss.backward()
-        optimizer.step()
-        return float(loss.detach())
+        return forward(batches[i])
+
+    step = make_step(seeded_forward, optimizer, device, spec.precision)
 
     # Warm-up: untimed; record each step's masks (selfsup: by wrapping the bert_mask that
     # training_step calls; HF: the ones forward drew) to check that both sides see the same.
@@ -257,14 +230,8 @@ def run_model(model: Model, spec: RunSpec) -> dict[str, Any]:
     finally:
         patched.bert_mask = original  # type: ignore[attr-defined]
 
-    # Timed steps.
-    times = []
-    _sync(device)
-    for i in range(spec.warmup, len(batches)):
-        start = time.perf_counter()
-        losses.append(step(i))  # float(loss) waits for the step's forward on a GPU
-        _sync(device)
-        times.append(time.perf_counter() - start)
+    timed_losses, times = timed_steps(step, range(spec.warmup, len(batches)), device)
+    losses += timed_losses
 
     # Untimed: how many positions each timed step predicted (the same draws again).
     selected = 0
@@ -287,21 +254,10 @@ def run_model(model: Model, spec: RunSpec) -> dict[str, Any]:
         "predicted_per_step": selected / len(times),
         "first_loss": losses[0],
         "last_loss": losses[-1],
-        "peak_rss_mb": _rss_mb(),
-        "rss_increase_mb": _rss_mb() - baseline_rss,
         "warmup_mask_digests": digests,
+        **memory_used(device, baseline),
     }
-    if device == "cuda":
-        result["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
-        result["cuda_increase_mb"] = result["cuda_peak_mb"] - baseline_cuda
     return result
-
-
-def run_isolated(model: Model, spec: RunSpec) -> dict[str, Any]:
-    """``run_model`` in a fresh spawned process (its own memory peak and thread pool)."""
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-        return pool.submit(run_model, model, spec).result()
 
 
 # --- report --------------------------------------------------------------------------------
@@ -321,17 +277,12 @@ def step_gflops(spec: RunSpec, predicted: float, hf: bool) -> tuple[float, float
     return 3 * encoder / 1e9, 3 * head / 1e9
 
 
-def summarise(runs: list[dict[str, Any]], model: Model) -> dict[str, Any]:
-    mine = [r for r in runs if r["model"] == model]
-    keys = ["ms_per_step", "tokens_per_s", "padded_tokens_per_s", "samples_per_s", "peak_rss_mb"]
-    keys += ["rss_increase_mb"] + (["cuda_peak_mb"] if "cuda_peak_mb" in mine[0] else [])
-    out: dict[str, Any] = {k: statistics.mean(r[k] for r in mine) for k in keys}
-    out["tokens_per_s_min"] = min(r["tokens_per_s"] for r in mine)
-    out["tokens_per_s_max"] = max(r["tokens_per_s"] for r in mine)
-    out["params"] = mine[0]["params"]
-    out["params_only_here"] = mine[0]["params_only_here"]
-    out["predicted_per_step"] = mine[0]["predicted_per_step"]
-    return out
+def summarise_mlm(runs: list[dict[str, Any]], model: Model) -> dict[str, Any]:
+    means = ["ms_per_step", "tokens_per_s", "padded_tokens_per_s", "samples_per_s"]
+    means += ["peak_rss_mb", "rss_increase_mb", "cuda_peak_mb"]
+    out = summarise(runs, model, means, ["params", "params_only_here", "predicted_per_step"])
+    mine = [r["tokens_per_s"] for r in runs if r["model"] == model]
+    return out | {"tokens_per_s_min": min(mine), "tokens_per_s_max": max(mine)}
 
 
 def print_table(runs: list[dict[str, Any]], summary: dict[str, dict[str, Any]], cuda: bool) -> None:
@@ -360,9 +311,7 @@ def print_table(runs: list[dict[str, Any]], summary: dict[str, dict[str, Any]], 
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = run_parser(__doc__, steps=20, warmup=3)
     p.add_argument("--embed-dim", type=int, default=256, help="width D (transformer-tiny: 256)")
     p.add_argument("--depth", type=int, default=4, help="blocks (transformer-tiny: 4)")
     p.add_argument("--heads", type=int, default=4, help="attention heads (transformer-tiny: 4)")
@@ -374,61 +323,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--max-length", type=int, default=128, help="tokens per row, padded to it")
     p.add_argument("--batch-size", type=int, default=64, help="rows per step (fortunes-mlm: 64)")
-    p.add_argument("--steps", type=int, default=20, help="timed steps per model and round")
-    p.add_argument("--warmup", type=int, default=3, help="untimed steps before them")
-    p.add_argument("--rounds", type=int, default=2, help="selfsup/HF pairs, run alternately")
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=os.cpu_count() or 1,
-        help="torch threads in each model's process (default: all cores)",
-    )
-    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    p.add_argument(
-        "--precision",
-        choices=["32", "bf16"],
-        default="32",
-        help="32: float32; bf16: bf16 autocast (worth it on CPUs with AVX512-BF16/AMX, and GPUs)",
-    )
     p.add_argument(
         "--corpus",
         choices=["fortunes", "generated"],
         default="fortunes",
         help="fortunes (falls back to generated when not installed) or made-up sentences",
     )
-    p.add_argument(
-        "--in-process",
-        action="store_true",
-        help="run both models in this process: starts quicker (for smoke tests), but peak "
-        "memory is then the whole process's, not each model's",
-    )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", type=Path, default=None, help="write every number to this file")
     args = p.parse_args(argv)
-    for name in ("embed_dim", "depth", "heads", "batch_size", "steps", "rounds", "threads"):
-        if getattr(args, name) < 1:
-            raise SelfsupError(f"--{name.replace('_', '-')} must be at least 1")
-    if args.warmup < 0:
-        raise SelfsupError("--warmup must be 0 or more (2-3 steps let the allocator settle)")
+    check_run_arguments(args, ("embed_dim", "depth", "heads", "batch_size"))
     if args.embed_dim % args.heads:
         raise SelfsupError(f"--embed-dim {args.embed_dim} is not divisible by --heads {args.heads}")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise SelfsupError("--device cuda but torch sees no GPU: use --device cpu")
     return args
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the comparison; print the table and notes; return (and with --json write) results."""
     args = parse_args(argv)
-    if importlib.util.find_spec("transformers") is None:
-        raise SelfsupError(
-            "this benchmark needs Hugging Face transformers: pip install 'selfsup[bench]'"
-        )
+    require_transformers()
     texts, source = load_corpus(args.corpus)
     tok = train_tokenizer(texts, "wordpiece", vocab_size=args.vocab_size)
     tokens = encode_batch(tok, texts, args.max_length)  # (N, L)
+    count = args.warmup + args.steps
     spec = RunSpec(
-        batches=make_batches(tokens, args.batch_size, args.warmup + args.steps, args.seed),
+        batches=tokens[batch_indices(len(tokens), args.batch_size, count, args.seed)].numpy(),
         tokenizer_json=tok.to_str(),
         vocab_size=tok.get_vocab_size(),
         max_length=args.max_length,
@@ -455,20 +372,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"torch {torch.__version__}, python {sys.version.split()[0]}")
     print()
 
-    threads = torch.get_num_threads()
-    runs = []
-    for round_ in range(1, args.rounds + 1):
-        for model in ("selfsup", "hf"):
-            result = run_model(model, spec) if args.in_process else run_isolated(model, spec)
-            result["round"] = round_
-            runs.append(result)
-            print(
-                f"  round {round_}: {LABELS[model]:<20} {result['tokens_per_s']:>9.0f} tokens/s",
-                flush=True,
-            )
-    torch.set_num_threads(threads)  # run_model set them (in this process with --in-process)
+    def say(round_: int, model: Model, result: dict[str, Any]) -> str:
+        return f"{LABELS[model]:<20} {result['tokens_per_s']:>9.0f} tokens/s"
+
+    runs = alternate(run_model, spec, args.rounds, args.in_process, say)
     print()
-    summary: dict[str, dict[str, Any]] = {m: summarise(runs, m) for m in ("selfsup", "hf")}
+    summary: dict[str, dict[str, Any]] = {m: summarise_mlm(runs, m) for m in MODELS}
     print_table(runs, summary, args.device == "cuda")
 
     # Notes on what differs between the two steps.
@@ -503,50 +412,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "backward and AdamW step; selfsup's training_step also returns its accuracy and "
         "the predicted positions' token states, as it does under the engine.",
     ]
-    if args.in_process:
-        notes.append(
-            "memory: --in-process ran both models in one process, so peak memory and its "
-            "rise are the process's so far, not each model's: run without it to compare memory."
-        )
-    elif args.device == "cpu":
-        notes.append(
-            "memory: ru_maxrss of each model's own process; +RSS is its rise above that "
-            "process's peak once torch, the library and the batches were loaded."
-        )
-    else:
-        notes.append(
-            "memory: torch.cuda.max_memory_allocated in each model's own process (the table); "
-            "+RSS is host memory."
-        )
-    print()
-    for note in notes:
-        print(f"- {note}")
-    ratio = ours["tokens_per_s"] / theirs["tokens_per_s"]
-    per_round = [
-        a["tokens_per_s"] / b["tokens_per_s"]
-        for a, b in zip(runs[0::2], runs[1::2])  # (selfsup, HF) pairs of each round
-    ]
-    print(f"per-round ratios: {', '.join(f'{r:.2f}' for r in per_round)}")
-    print(f"selfsup / HF tokens/s ratio: {ratio:.2f}")
-
-    results = {
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "vocab_size": spec.vocab_size,
-        "data": source,
-        "token_fill": fill,
-        "torch": torch.__version__,
-        "runs": runs,
-        "summary": summary,
-        "masks_identical": same_masks,
-        "gflop_per_step": {"encoder": enc, "head_selfsup": head_ours, "head_hf": head_hf},
-        "notes": notes,
-        "ratio_tokens_per_s": ratio,
-        "ratio_per_round": per_round,
-    }
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2))
-    return results
+    notes.append(memory_note(args.in_process, args.device))
+    return finish(
+        args,
+        runs,
+        summary,
+        notes,
+        "tokens_per_s",
+        vocab_size=spec.vocab_size,
+        data=source,
+        token_fill=fill,
+        masks_identical=same_masks,
+        gflop_per_step={"encoder": enc, "head_selfsup": head_ours, "head_hf": head_hf},
+    )
 
 
 if __name__ == "__main__":

@@ -27,21 +27,24 @@ second of training.
 
 from __future__ import annotations
 
-import argparse
-import json
-import multiprocessing
-import resource
 import statistics
-import sys
-import time
-from concurrent.futures import ProcessPoolExecutor
-from contextlib import nullcontext
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from versus_hf import (
+    MODELS,
+    Model,
+    alternate,
+    check_run_arguments,
+    make_step,
+    peak_rss_mb,
+    require_transformers,
+    run_parser,
+    timed_steps,
+    write_json,
+)
 
 SAMPLE_RATE = 8000
 
@@ -126,7 +129,7 @@ def hf_model(encoder: Any) -> Any:
     return Wav2Vec2ForPreTraining(config)
 
 
-def run_model(model: str, spec: Spec) -> dict[str, Any]:
+def run_model(model: Model, spec: Spec) -> dict[str, Any]:
     """Train ``model`` ("selfsup" or "hf") on the spec's batches; timings and peak memory."""
     from selfsup.encoders import build_encoder
     from selfsup.methods import DataInfo, build_method
@@ -143,53 +146,37 @@ def run_model(model: str, spec: Spec) -> dict[str, Any]:
     net.train()
     params = sum(p.numel() for p in net.parameters())
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=0.01)
-    autocast = (
-        torch.autocast(device.type, dtype=torch.bfloat16)
-        if spec.precision == "bf16"
-        else nullcontext()
-    )
-
-    def step(wave: torch.Tensor) -> float:
-        opt.zero_grad(set_to_none=True)
-        with autocast:
-            if model == "selfsup":
-                loss = net.training_step({"audio": wave})["loss"]
-            else:
-                from transformers.models.wav2vec2.modeling_wav2vec2 import (
-                    _compute_mask_indices,
-                    _sample_negative_indices,
-                )
-
-                B, T = wave.shape
-                frames = int(net._get_feat_extract_output_lengths(torch.tensor(T)))
-                mask = _compute_mask_indices((B, frames), 0.65, 10, min_masks=2)
-                negatives = _sample_negative_indices((B, frames), 100, mask_time_indices=mask)
-                loss = net(
-                    wave,
-                    mask_time_indices=torch.from_numpy(mask).to(device),
-                    sampled_negative_indices=torch.from_numpy(negatives).to(device),
-                ).loss
-        loss.backward()
-        opt.step()
-        return float(loss.detach())
-
     waves = [torch.from_numpy(b).to(device) for b in spec.batches]
-    for wave in waves[: spec.warmup]:
-        step(wave)
+
+    def forward(i: int) -> torch.Tensor:
+        wave = waves[i]
+        if model == "selfsup":
+            return net.training_step({"audio": wave})["loss"]
+        from transformers.models.wav2vec2.modeling_wav2vec2 import (
+            _compute_mask_indices,
+            _sample_negative_indices,
+        )
+
+        B, T = wave.shape
+        frames = int(net._get_feat_extract_output_lengths(torch.tensor(T)))
+        mask = _compute_mask_indices((B, frames), 0.65, 10, min_masks=2)
+        negatives = _sample_negative_indices((B, frames), 100, mask_time_indices=mask)
+        return net(
+            wave,
+            mask_time_indices=torch.from_numpy(mask).to(device),
+            sampled_negative_indices=torch.from_numpy(negatives).to(device),
+        ).loss
+
+    step = make_step(forward, opt, device.type, spec.precision)
+    for i in range(spec.warmup):
+        step(i)
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    started = time.perf_counter()
-    losses = [step(wave) for wave in waves[spec.warmup :]]
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    took = time.perf_counter() - started
+    losses, seconds = timed_steps(step, range(spec.warmup, len(waves)), device.type)
+    took = sum(seconds)
     audio_s = sum(w.numel() for w in waves[spec.warmup :]) / SAMPLE_RATE
-    peak = (
-        torch.cuda.max_memory_allocated() / 2**20
-        if device.type == "cuda"
-        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    )
+    peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else peak_rss_mb()
     return {
         "model": model,
         "params": params,
@@ -202,30 +189,14 @@ def run_model(model: str, spec: Spec) -> dict[str, Any]:
     }
 
 
-def run_isolated(model: str, spec: Spec) -> dict[str, Any]:
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(run_model, model, spec).result()
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = run_parser(__doc__, steps=10, warmup=2)
     parser.add_argument("--audio", choices=["asterisk", "generated"], default="asterisk")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=2.0)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--in-process", action="store_true", help="no child processes (tests)")
-    parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
-    try:
-        import transformers  # noqa: F401
-    except ImportError:
-        sys.exit("this benchmark needs Hugging Face transformers: pip install 'selfsup[bench]'")
+    check_run_arguments(args, ("batch_size",))
+    require_transformers()
 
     waves, source = asterisk_or_chirps(args.audio, 400, args.seconds)
     batches = make_batches(waves, args.batch_size, args.warmup + args.steps, args.seed)
@@ -235,17 +206,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
           f"{max(lengths):.2f} s; {args.device}, {args.precision}, {args.threads} threads; "
           f"{args.warmup} warm-up + {args.steps} timed steps, {args.rounds} round(s); "
           f"torch {torch.__version__}")  # fmt: skip
-    runs = []
-    for round_ in range(1, args.rounds + 1):
-        for model in ("selfsup", "hf"):
-            result = run_model(model, spec) if args.in_process else run_isolated(model, spec)
-            result["round"] = round_
-            runs.append(result)
-            print(f"  round {round_}: {model:<8} {result['audio_s_per_s']:8.1f} s of audio/s, "
-                  f"peak {result['peak_mb']:.0f} MB, loss {result['first_loss']:.3f} -> "
-                  f"{result['last_loss']:.3f}", flush=True)  # fmt: skip
+
+    def say(round_: int, model: Model, r: dict[str, Any]) -> str:
+        return (f"{model:<8} {r['audio_s_per_s']:8.1f} s of audio/s, peak {r['peak_mb']:.0f} "
+                f"MB, loss {r['first_loss']:.3f} -> {r['last_loss']:.3f}")  # fmt: skip
+
+    runs = alternate(run_model, spec, args.rounds, args.in_process, say)
     summary = {}
-    for model in ("selfsup", "hf"):
+    for model in MODELS:
         mine = [r for r in runs if r["model"] == model]
         summary[model] = {
             "params": mine[0]["params"],
@@ -260,8 +228,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ratio = summary["selfsup"]["audio_s_per_s"] / summary["hf"]["audio_s_per_s"]
     print(f"\nselfsup / HF throughput: {ratio:.2f}x")
     result = {"runs": runs, "summary": summary, "ratio": ratio, "source": source}
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
+    write_json(args.json, result)
     return result
 
 

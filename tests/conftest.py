@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import socket
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
 
 # The suite checks exact numbers (a resumed run repeats the uninterrupted losses bit for bit, a
 # config.yaml reproduces its run), which CPU kernels give and CUDA kernels do not promise. So it
@@ -44,3 +48,11 @@ def _own_master_port(monkeypatch: pytest.MonkeyPatch) -> None:
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
     index = int(worker[2:]) if worker[2:].isdigit() else 0
     monkeypatch.setenv("MASTER_PORT", str(_free_port(20000 + 500 * index, 500)))
+
+
+@pytest.fixture
+def import_benchmark(monkeypatch: pytest.MonkeyPatch) -> Callable[[str], ModuleType]:
+    """``import_benchmark("mlm_throughput")``: a script of benchmarks/ as a module (the scripts
+    are no package; they import each other as top-level modules)."""
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    return importlib.import_module

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import importlib
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
 pytest.importorskip("transformers")
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
-
-def test_tiny_run_writes_positive_throughput_for_both(tmp_path, monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    bench = importlib.import_module("mlm_throughput")
+def test_tiny_run_writes_positive_throughput_for_both(tmp_path, import_benchmark):
+    bench = import_benchmark("mlm_throughput")
     out = tmp_path / "mlm.json"
     threads = torch.get_num_threads()
     # --in-process: two spawned children would each spend seconds importing torch & co.

@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import importlib
-from pathlib import Path
-
 import pytest
-
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 @pytest.fixture
-def bench(monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    return importlib.import_module("side_by_side")
+def bench(import_benchmark):
+    return import_benchmark("side_by_side")
 
 
 def test_malformed_spec_lines_are_refused_with_their_line(bench, tmp_path):

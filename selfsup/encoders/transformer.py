@@ -72,8 +72,10 @@ class Attention(nn.Module):
         """(B, N, D) -> q, k, v, each (B, heads, N, D/heads)."""
         B, N, _ = x.shape
         qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim)  # (B, N, 3, h, d)
-        qkv = qkv.permute(2, 0, 3, 1, 4)  # (3, B, h, N, d)
-        return qkv[0], qkv[1], qkv[2]
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # (B, h, N, d) each
+        # unbind, not qkv[0], qkv[1], qkv[2]: the backward of three indexings fills three
+        # zero tensors of the whole (3, B, h, N, d) and adds them; unbind's stacks once.
+        return q, k, v
 
     def forward(
         self,
