@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from selfsup.cli import main
+from selfsup.data.clips import UnreadableVideoError
 from selfsup.data.split import in_test_split
 from selfsup.data.video import load_video
 from selfsup.errors import SelfsupError
@@ -172,6 +173,17 @@ def test_a_bad_file_is_one_line_or_skipped_and_counted(tmp_path, kind, capsys):
     assert len(err) == 1 and bad in err[0] and "--skip-bad" in err[0], err
 
 
+def test_a_clip_spoiled_after_the_check_is_one_line_from_a_loader_worker(tmp_path):
+    name = names(1, test=False)[0]
+    write_clip(tmp_path / name)
+    data = load_video(f"video:{tmp_path}:frames=2:size=16", "train")
+    (tmp_path / name).write_bytes(b"\x00junk" * 64)  # replaced once its header was read
+    with pytest.raises(UnreadableVideoError) as caught:
+        next(iter(torch.utils.data.DataLoader(data, num_workers=1)))
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith(f"cannot decode video {tmp_path / name}")
+
+
 def test_a_folder_without_clips_is_one_line(tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("no clips here")
     with pytest.raises(SelfsupError, match="no video files"):
@@ -189,6 +201,7 @@ def test_videomae_pretrains_and_evaluates_on_a_folder_from_the_cli(labelled, tmp
     spec = f"video:{labelled}:frames=4:stride=2:size=16"
     args = ["pretrain", "--method", "videomae", "--data", spec, "--out", str(out)]
     args += ["--batch-size", "4", "--max-steps", "2", "--set", "train.progress=false"]
+    args += ["--num-workers", "1"]  # decoded in a loader worker, as for real folders
     args += ["--set", "encoder_args={patch_size: 4, embed_dim: 32, depth: 1, num_heads: 2}"]
     args += ["--set", "method_args={decoder_dim: 16, decoder_depth: 1, decoder_heads: 2}"]
     args += ["--set", "eval.label_fractions=[1.0]", "--set", "eval.seeds=[0]"]
