@@ -123,6 +123,35 @@ def test_a_short_clip_repeats_its_last_frame(tmp_path):
     np.testing.assert_allclose(square_x(clip), [0, 2 * SPEED, 2 * SPEED, 2 * SPEED], atol=0.75)
 
 
+def test_a_clip_deep_in_a_long_video_seeks_to_the_same_frames(tmp_path, monkeypatch):
+    from selfsup.data import clips
+
+    if "libx264" not in av.codecs_available:
+        pytest.skip("this PyAV wheel has no libx264 (needed for a lossless mp4)")
+    path = tmp_path / names(1, test=False)[0]
+    with av.open(str(path), "w") as container:  # frame t is a flat gray of level 2.5·t
+        stream = container.add_stream("libx264", rate=25, options={"qp": "0"})  # lossless
+        stream.width = stream.height = SIDE
+        stream.pix_fmt, stream.codec_context.gop_size = "yuv420p", 10
+        for t in range(100):
+            image = np.full((SIDE, SIDE, 3), round(2.5 * t), np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    for first in (0, 37, 61, 85, 96):  # 96: the last two indices are past the end
+        indices = [first + 3 * k for k in range(4)]
+        monkeypatch.setattr(clips, "SEEK_FROM", 10_000)
+        decoded = clips.decode_clip(path, indices, 8, 3)
+        monkeypatch.setattr(clips, "SEEK_FROM", 1)
+        sought = clips.decode_clip(path, indices, 8, 3)
+        assert torch.equal(decoded, sought), first
+        levels = sought.float().mean((1, 2, 3)).numpy()
+        written = [round(2.5 * min(i, 99)) for i in indices]
+        # RGB -> limited-range YUV -> RGB moves a level by one at most; a neighbour is 2.5 off
+        np.testing.assert_allclose(levels, written, atol=1.1)
+
+
 def test_gray_clips_load_with_one_channel(tmp_path):
     path = tmp_path / names(1, test=False, suffix=".mkv")[0]
     with av.open(str(path), "w") as container:

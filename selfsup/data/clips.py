@@ -20,6 +20,7 @@ relative path falls in the lowest 20%, as for audio folders.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,8 @@ DEFAULTS = {"frames": 16, "stride": 4, "size": 64}
 """VideoMAE's 16 frames at stride 4; 64 px so that the CPU-sized encoder can train on it."""
 SKIP_HINT = "pass --skip-bad to skip unreadable files"
 USAGE = "video:FOLDER[:frames=T][:stride=S][:size=N]"
+SEEK_FROM = 64
+"""A clip starting this many frames or more into its video seeks rather than decodes there."""
 GRAY_FORMATS = ("gray", "ya", "mono")
 """Pixel-format prefixes of clips stored without colour (``gray``, ``gray16le``, ``ya8``)."""
 
@@ -143,18 +146,19 @@ def frame_indices(count: int, sampling: Sampling, *, random_start: bool) -> list
 
 
 def decode_clip(path: Path, indices: list[int], size: int, channels: int) -> Tensor:
-    """uint8 (T, C, size, size): the frames at ``indices`` (non-decreasing), each resized and
+    """uint8 (T, C, size, size): the frames at ``indices`` (increasing), each resized and
     centre-cropped; an index past the clip's end takes its last frame."""
     av = av_module()
-    wanted, last = set(indices), None
-    pictures: dict[int, Tensor] = {}
+    pictures: list[Tensor] = []
+    last = None
     try:
         with av.open(str(path)) as container:
-            for i, frame in enumerate(container.decode(video=0)):
-                last = frame
-                if i in wanted:
-                    pictures[i] = _picture(frame, size, channels)
-                if i >= indices[-1]:
+            for index, frame in _numbered_frames(container, indices[0]):
+                last, picture = frame, None
+                while len(pictures) < len(indices) and index >= indices[len(pictures)]:
+                    picture = picture if picture is not None else _picture(frame, size, channels)
+                    pictures.append(picture)
+                if len(pictures) == len(indices):
                     break
     except av.FFmpegError as error:
         raise UnreadableVideoError(
@@ -162,10 +166,30 @@ def decode_clip(path: Path, indices: list[int], size: int, channels: int) -> Ten
         ) from None
     if last is None:
         raise UnreadableVideoError(f"video {path} holds no frames; {SKIP_HINT}")
-    if len(pictures) < len(set(indices)):  # past the end: the last frame, repeated
-        tail = _picture(last, size, channels)
-        pictures = {i: pictures.get(i, tail) for i in indices}
-    return torch.stack([pictures[i] for i in indices])
+    if len(pictures) < len(indices):  # past the end: the last frame, repeated
+        pictures += [_picture(last, size, channels)] * (len(indices) - len(pictures))
+    return torch.stack(pictures)
+
+
+def _numbered_frames(container: Any, first: int) -> Iterator[tuple[int, Any]]:
+    """(index, frame) of the first video stream, from at or before frame ``first`` on.
+
+    With a frame rate and timestamps the index is the frame's time × the rate, and a clip
+    starting ``SEEK_FROM`` frames or more in seeks to the keyframe before it (a long video
+    costs its clip, not its length); otherwise frames are counted from the start.
+    """
+    stream = container.streams.video[0]
+    rate, time_base, origin = stream.average_rate, stream.time_base, stream.start_time or 0
+    timed = bool(rate and time_base)
+    if timed and first >= SEEK_FROM:
+        container.seek(origin + int(first / (rate * time_base)), stream=stream)
+    index = -1
+    for frame in container.decode(stream):
+        if timed and frame.pts is not None:
+            index = round(float((frame.pts - origin) * time_base * rate))
+        else:
+            index += 1
+        yield index, frame
 
 
 def _picture(frame: Any, size: int, channels: int) -> Tensor:
@@ -173,12 +197,10 @@ def _picture(frame: Any, size: int, channels: int) -> Tensor:
     scale = size / min(frame.width, frame.height)
     width = max(size, round(frame.width * scale))
     height = max(size, round(frame.height * scale))
-    image = frame.reformat(
-        width=width,
-        height=height,
-        format="gray" if channels == 1 else "rgb24",
-        interpolation="AREA",
-    ).to_ndarray()
+    # resized in the stored format, then converted: swscale doing both at once darkens the
+    # picture by about 2 levels in 255 (a flat gray of 50 comes back as 48)
+    resized = frame.reformat(width=width, height=height, interpolation="AREA")
+    image = resized.reformat(format="gray" if channels == 1 else "rgb24").to_ndarray()
     top, left = (height - size) // 2, (width - size) // 2
     image = image[top : top + size, left : left + size]
     image = image[..., None] if image.ndim == 2 else image
