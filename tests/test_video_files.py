@@ -121,6 +121,9 @@ def test_a_short_clip_repeats_its_last_frame(tmp_path):
     write_clip(tmp_path / names(1, test=False)[0], frames=3)
     clip = load_video(f"video:{tmp_path}:frames=4:stride=2:size={SIDE}", "train")[0]["video"]
     np.testing.assert_allclose(square_x(clip), [0, 2 * SPEED, 2 * SPEED, 2 * SPEED], atol=0.75)
+    # one unlabelled clip, in train: its test split is empty and unlabelled (nothing to evaluate)
+    test = load_video(f"video:{tmp_path}", "test")
+    assert len(test) == 0 and not test.has_labels
 
 
 def test_a_clip_deep_in_a_long_video_seeks_to_the_same_frames(tmp_path, monkeypatch):

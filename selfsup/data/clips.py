@@ -242,7 +242,7 @@ class VideoFolder(Dataset[dict[str, Tensor]]):
                 self.skipped.append(key)
             else:
                 raise SelfsupError(f"{header}; {SKIP_HINT}")
-        if not keep:
+        if keys and not keep:
             raise SelfsupError(f"{name!r} has no readable clip in its {split} split")
         self.paths = [root / keys[i] for i in keep]
         self.keys = [keys[i] for i in keep]
@@ -288,8 +288,9 @@ def load_folder(
     nested = all("/" in key for key in keys)
     class_names = sorted({key.split("/")[0] for key in keys}) if nested else []
     keys = [k for k in keys if in_test_split(k, TEST_FRACTION) == (split == "test")]
-    if not keys:
+    if not keys and (nested or split == "train"):
         raise SelfsupError(f"{spec!r} has no video files in its {split} split")
+    # a few unlabelled clips may leave test empty: nothing to evaluate, as for any unlabelled data
     labels = [class_names.index(key.split("/")[0]) for key in keys] if nested else None
     return VideoFolder(
         root,
