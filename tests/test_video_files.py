@@ -115,6 +115,12 @@ def test_random_starts_are_seeded_and_evaluation_is_centred(labelled):
     centred = load_video(spec, "train")
     assert torch.equal(centred[10]["video"], centred[10]["video"])
     assert round(square_x(centred[10]["video"])[0] / SPEED) == 3  # (12 - 5) // 2
+    # the modality asks pretraining for random starts and evaluation for the centred clip
+    from selfsup.config import DataConfig
+    from selfsup.modalities.video import VIDEO
+
+    assert VIDEO.load(spec, "train", **VIDEO.run_options(DataConfig(name=spec))).random_start
+    assert not VIDEO.load(spec, "train", **VIDEO.eval_options({}, None)).random_start
 
 
 def test_a_short_clip_repeats_its_last_frame(tmp_path):
