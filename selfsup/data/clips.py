@@ -119,7 +119,7 @@ def read_header(path: Path, key: str) -> ClipHeader | str:
                 return f"video {key} holds no frames"
             count = _frame_count(stream, container.duration)
             return ClipHeader(first.format.name.startswith(GRAY_FORMATS), count)
-    except av.FFmpegError as error:
+    except av.error.FFmpegError as error:
         return f"cannot read video {key}: {error.strerror or error}"
 
 
@@ -160,7 +160,7 @@ def decode_clip(path: Path, indices: list[int], size: int, channels: int) -> Ten
                     pictures.append(picture)
                 if len(pictures) == len(indices):
                     break
-    except av.FFmpegError as error:
+    except av.error.FFmpegError as error:
         raise UnreadableVideoError(
             f"cannot decode video {path}: {error.strerror or error}; {SKIP_HINT}"
         ) from None
