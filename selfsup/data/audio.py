@@ -41,7 +41,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from selfsup.data.split import in_test_split
-from selfsup.errors import SelfsupError
+from selfsup.errors import SelfsupError, UnreadableFileError
 
 Split = Literal["train", "test"]
 
@@ -106,13 +106,8 @@ class AudioFiles:
     """Relative names (the split hash's key; shown in errors)."""
 
 
-class UnreadableAudioError(SelfsupError):
+class UnreadableAudioError(UnreadableFileError):
     """A file soundfile cannot decode; keeps one line when re-raised from a loader worker."""
-
-    def __init__(self, message: str) -> None:
-        if message.startswith("Caught ") and "Traceback" in message:
-            message = message.rstrip().splitlines()[-1].partition(": ")[2] or message
-        super().__init__(message)
 
 
 def resample_ratio(source_rate: int, target_rate: int, name: str) -> tuple[int, int]:

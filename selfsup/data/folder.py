@@ -39,7 +39,7 @@ from torch import Tensor
 
 from selfsup.data.images import UNLABELLED, ImageDataset, Sample, cover_crop_box
 from selfsup.data.split import in_test_split
-from selfsup.errors import SelfsupError
+from selfsup.errors import SelfsupError, UnreadableFileError
 
 logger = logging.getLogger("selfsup")
 
@@ -59,22 +59,18 @@ _ORIENTATION = 0x0112  # EXIF tag; values 5-8 swap width and height
 _SWAPPED_ORIENTATIONS = frozenset({5, 6, 7, 8})
 
 
-class UnreadableImageError(SelfsupError):
-    """An image file that Pillow cannot open or decode.
-
-    A DataLoader worker re-raises its error in the main process as
-    ``type(e)("Caught ... in DataLoader worker process 0.\\nOriginal Traceback ...")``; this
-    class keeps only the original one-line message, so the command line still prints one line.
-    """
-
-    def __init__(self, message: str) -> None:
-        if message.startswith("Caught ") and "Traceback" in message:
-            message = message.rstrip().splitlines()[-1].partition(": ")[2] or message
-        super().__init__(message)
+class UnreadableImageError(UnreadableFileError):
+    """An image file that Pillow cannot open or decode; one line even from a loader worker."""
 
 
 def list_image_files(root: Path) -> list[str]:
     """Relative POSIX paths of every image file under ``root``, sorted; hidden entries skipped."""
+    return list_files(root, IMAGE_EXTENSIONS)
+
+
+def list_files(root: Path, extensions: tuple[str, ...]) -> list[str]:
+    """Relative POSIX paths of every file under ``root`` whose name ends (in any case) with one
+    of ``extensions``, sorted; hidden entries skipped, links followed, loops cut."""
     found: list[str] = []
     seen: set[str] = set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
@@ -86,7 +82,7 @@ def list_image_files(root: Path) -> list[str]:
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         rel_dir = Path(dirpath).relative_to(root)
         for f in filenames:
-            if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS):
+            if not f.startswith(".") and f.lower().endswith(extensions):
                 found.append((rel_dir / f).as_posix())
     return sorted(found)
 

@@ -11,6 +11,10 @@ Specs:
     video:PATH                     your own clips as a ``.npy``/``.npz`` array (N, T, H, W[, C])
                                    uint8, optional labels ``y``; test from ``x_test`` or a
                                    seeded 80/20 split
+    video:FOLDER[:frames=T][:stride=S][:size=N]
+                                   a folder of .mp4/.webm/.avi/.mkv/.mov files decoded with
+                                   PyAV in the loader workers, subfolder = label
+                                   (``selfsup.data.clips``; 16 frames at stride 4, 64 px)
 
 Direction cannot be read from any single frame, so the direction probe tells whether a
 representation learned time. The clips are made once per split with a fixed seed (train:
@@ -24,7 +28,7 @@ import functools
 import math
 import zipfile
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
@@ -33,6 +37,9 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from selfsup.errors import SelfsupError
+
+if TYPE_CHECKING:
+    from selfsup.data.clips import VideoFolder
 
 Split = Literal["train", "test"]
 
@@ -44,7 +51,9 @@ VIDEO_SOURCES: dict[str, str] = {
     ),
     "video": (
         "your own clips, video:PATH: a .npy/.npz uint8 array (N, T, H, W[, C]) with optional "
-        "labels 'y' (and x_test/y_test)"
+        "labels 'y' (and x_test/y_test), or a folder of .mp4/.webm/.avi/.mkv/.mov files "
+        "(subfolder = label) sampled as video:FOLDER:frames=16:stride=4:size=64; `pip install "
+        "selfsup[video]`"
     ),
 }
 
@@ -96,8 +105,19 @@ class VideoDataset(Dataset[dict[str, Tensor]]):
         return self._clips
 
 
-def load_video(spec: str, split: Split = "train") -> VideoDataset:
-    """One split of the video source ``spec`` (see the module docstring)."""
+def load_video(
+    spec: str,
+    split: Split = "train",
+    *,
+    skip_bad: bool = False,
+    random_start: bool = False,
+    frames: int | None = None,
+    image_size: int | None = None,
+) -> VideoDataset | VideoFolder:
+    """One split of the video source ``spec`` (see the module docstring). The keywords are for
+    folders of video files: leave out unreadable ones, draw each clip's start at random
+    (pretraining) rather than centred, and the frames and size an encoder was trained on
+    where the spec does not say."""
     if split not in ("train", "test"):
         raise SelfsupError(f"unknown split {split!r}; use 'train' or 'test'")
     prefix, _, argument = spec.partition(":")
@@ -116,7 +136,20 @@ def load_video(spec: str, split: Split = "train") -> VideoDataset:
             names = list(CLASS_NAMES)
         return VideoDataset(clips, labels, name=spec, split=split, class_names=names)
     if prefix == "video":
-        return _array_clips(Path(spec.partition(":")[2].strip()).expanduser(), spec, split)
+        argument = spec.partition(":")[2].strip()
+        if Path(argument.split(":")[0]).expanduser().is_dir():
+            from selfsup.data.clips import load_folder
+
+            return load_folder(
+                argument,
+                spec,
+                split,
+                skip_bad=skip_bad,
+                random_start=random_start,
+                frames=frames,
+                image_size=image_size,
+            )
+        return _array_clips(Path(argument).expanduser(), spec, split)
     raise SelfsupError(f"unknown video source {spec!r}; use moving-fashion-mnist or video:PATH")
 
 

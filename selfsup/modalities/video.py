@@ -41,20 +41,31 @@ class VideoModality:
 
     def check_data(self, data: DataConfig) -> None:
         if data.image_size is not None:
-            raise SelfsupError("data.image_size is for images; clips keep their own size")
+            raise SelfsupError(
+                "data.image_size is for images; clips keep their own size (a folder of video "
+                "files takes video:FOLDER:size=N)"
+            )
 
     def prepare_run(self, data: DataConfig, run_dir: Path) -> None:
         return None  # clips need nothing trained before the workers start
 
     def load(self, spec: str, split: Any, *, folder: Path | None = None, **options: Any) -> Any:
-        del folder, options  # clips need nothing from the run folder; nothing to skip
-        return load_video(spec, split)
+        del folder  # clips need nothing from the run folder
+        return load_video(spec, split, **options)
 
     def run_options(self, data: DataConfig) -> dict[str, Any]:
-        return {}
+        """Video files: pretraining draws each clip's start at random (a new clip of the
+        video in every epoch)."""
+        return {"skip_bad": data.skip_bad, "random_start": True}
 
     def eval_options(self, export: dict[str, Any], data: DataConfig | None) -> dict[str, Any]:
-        return {}
+        """Video files: the centred clip, at the frames and size the encoder was trained on
+        unless the spec says otherwise."""
+        return {
+            "skip_bad": data.skip_bad if data is not None else False,
+            "frames": export.get("frames"),
+            "image_size": export.get("image_size"),
+        }
 
     def data_info(self, dataset: Any, cfg: RunConfig, folder: Path) -> dict[str, Any]:
         return {
@@ -99,7 +110,8 @@ class VideoModality:
             than = "shorter" if dataset.frames < frames else "longer"
             raise SelfsupError(
                 f"{spec!r} has clips of {dataset.frames} frames, {than} than the {frames} the "
-                f"encoder was trained on: pass clips of {frames} frames"
+                f"encoder was trained on: pass clips of {frames} frames (a folder of video "
+                f"files: video:FOLDER:frames={frames})"
             )
 
     def collate(self, samples: Sequence[dict[str, Tensor]]) -> dict[str, Tensor]:
