@@ -37,6 +37,7 @@ import os
 import re
 import sysconfig
 import textwrap
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -109,7 +110,10 @@ def _start(node: ast.AST) -> int:
     return min([node.lineno, *(d.lineno for d in decorators)])  # type: ignore[attr-defined]
 
 
-def _unit(lines: list[str], node: ast.AST, cut: list[tuple[int, int]]) -> CodeUnit:
+Definition = ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef
+
+
+def _unit(lines: list[str], node: Definition, cut: list[tuple[int, int]]) -> CodeUnit:
     """The unit of ``node``: its lines minus the line ranges ``cut`` (its methods) and its
     docstring, dedented."""
     doc = _docstring_node(node)
@@ -117,11 +121,11 @@ def _unit(lines: list[str], node: ast.AST, cut: list[tuple[int, int]]) -> CodeUn
         cut = [*cut, (doc.lineno, doc.end_lineno or doc.lineno)]
     keep = [
         lines[n - 1]
-        for n in range(_start(node), (node.end_lineno or node.lineno) + 1)  # type: ignore[attr-defined]
+        for n in range(_start(node), (node.end_lineno or node.lineno) + 1)
         if not any(a <= n <= b for a, b in cut)
     ]
     text = textwrap.dedent("\n".join(keep)).strip("\n")
-    return CodeUnit(node.name, text, ast.get_docstring(node))  # type: ignore[attr-defined]
+    return CodeUnit(node.name, text, ast.get_docstring(node))
 
 
 def split_python(source: str, path: str = "<string>") -> list[CodeUnit]:
@@ -134,7 +138,7 @@ def split_python(source: str, path: str = "<string>") -> list[CodeUnit]:
     lines = source.splitlines()
     units: list[CodeUnit] = []
 
-    def visit(body: list[ast.stmt]) -> None:
+    def visit(body: Sequence[ast.stmt]) -> None:
         for node in body:
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
                 units.append(_unit(lines, node, []))  # nested defs stay inside
@@ -276,9 +280,9 @@ def code_split(spec: str, split: str, skip_bad: bool = False) -> tuple[CodeTree,
     return tree, keep
 
 
-def docstring_pairs(spec: str, split: str = "test", skip_bad: bool = False) -> tuple[
-    list[str], list[str]
-]:
+def docstring_pairs(
+    spec: str, split: str = "test", skip_bad: bool = False
+) -> tuple[list[str], list[str]]:
     """The retrieval pairs of ``split``: (queries, codes) of its units that have a docstring
     whose first paragraph holds a word; query i describes code i."""
     tree, keep = code_split(spec, split, skip_bad)
