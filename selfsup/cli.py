@@ -51,7 +51,8 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--data",
         help="images: digits | fashion-mnist[:FOLDER] | folder:PATH | npz:PATH | shards:PATH; "
-        "text: fortunes | gcide | text:FILE.txt|FILE.jsonl|FOLDER; either: wds:PATH (WebDataset "
+        "text: fortunes | gcide | text:FILE.txt|FILE.jsonl|FOLDER; code: python-stdlib | "
+        "code:PATH[:ext=py,js]; either: wds:PATH (WebDataset "
         "shards from `selfsup pack` or img2dataset; brace patterns too)",
     )
     g.add_argument(
@@ -64,7 +65,8 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
         action="store_true",
         default=None,
         help="skip what cannot be read (image files, clips, ragged or non-numeric series rows, "
-        "all-missing series) instead of stopping; they are counted in the log",
+        "all-missing series, source files that are not UTF-8 or do not parse) instead of "
+        "stopping; they are counted in the log",
     )
     g.add_argument(
         "--num-workers",

@@ -277,7 +277,7 @@ def test_user_text_errors(tmp_path: Path) -> None:
 
 
 def test_text_datasets_registry() -> None:
-    assert set(TEXT_DATASETS) == {"fortunes", "gcide", "text"}
+    assert set(TEXT_DATASETS) == {"fortunes", "gcide", "text", "python-stdlib", "code"}
     assert "apt-get install fortunes" in TEXT_DATASETS["fortunes"]
     assert "apt-get install dict-gcide" in TEXT_DATASETS["gcide"]
 

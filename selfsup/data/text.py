@@ -11,6 +11,8 @@ Specs:
     text:PATH           the user's own text: a .txt file (one sample a line), a .jsonl file
                         (``text`` and optional ``label`` fields), or a folder of .txt files
                         (class subfolders give labels, one sample a file)
+    python-stdlib, code:PATH[:ext=py,js]
+                        source code split into functions and classes (``selfsup.data.code``)
 
 Splits are fixed, so every run sees the same test set: fortunes by a stratified 80/20 split
 with seed 0; GCIDE and user text by a hash of each entry (2% and 20% to test), which keeps a
@@ -26,7 +28,7 @@ import json
 import os
 import re
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -36,6 +38,7 @@ from tokenizers import Tokenizer
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from selfsup.data.code import CODE_SOURCES, code_split, is_code_spec
 from selfsup.data.images import UNLABELLED, Sample
 from selfsup.data.split import in_test_split
 from selfsup.data.tokenizer import encode_batch
@@ -60,10 +63,11 @@ TEXT_DATASETS: dict[str, str] = {
         "`label`) or a folder of .txt files (class subfolders give labels); ~20% go to test "
         "by a hash of the text (folder: of the path)"
     ),
+    **CODE_SOURCES,
 }
 """Every text source ``load_texts`` knows, with a one-line description for ``selfsup list``."""
 
-_USAGE = "fortunes[:FOLDER], gcide[:FILE], text:PATH"
+_USAGE = "fortunes[:FOLDER], gcide[:FILE], text:PATH, python-stdlib, code:PATH"
 
 FORTUNES_FOLDER = Path("/usr/share/games/fortunes")
 FORTUNES_MIN_PER_CLASS = 100
@@ -95,6 +99,7 @@ class TextCorpus:
         class_names: one name per class id (empty when unlabelled); the same for both splits.
         name: the spec it was loaded from, e.g. ``"fortunes"`` or ``"text:notes.jsonl"``.
         split: ``"train"`` or ``"test"``.
+        skipped: files left out as unreadable (``skip_bad``), for the run to report.
     """
 
     texts: list[str]
@@ -102,6 +107,7 @@ class TextCorpus:
     class_names: list[str]
     name: str
     split: str
+    skipped: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.labels is not None and len(self.labels) != len(self.texts):
@@ -111,8 +117,9 @@ class TextCorpus:
         return len(self.texts)
 
 
-def load_texts(spec: str, split: Split = "train") -> TextCorpus:
-    """Load one split of the text source that ``spec`` names (see ``TEXT_DATASETS``).
+def load_texts(spec: str, split: Split = "train", *, skip_bad: bool = False) -> TextCorpus:
+    """Load one split of the text source that ``spec`` names (see ``TEXT_DATASETS``);
+    ``skip_bad`` skips (and counts) source files that do not read or parse.
 
     Raises:
         SelfsupError: unknown spec, missing or malformed data; the message says how to fix it.
@@ -135,6 +142,8 @@ def load_texts(spec: str, split: Split = "train") -> TextCorpus:
         if not argument:
             raise SelfsupError("text needs a path: --data text:PATH (a .txt, .jsonl or folder)")
         return _user_text(Path(argument).expanduser(), split, spec)
+    if is_code_spec(spec):
+        return _code(spec, split, skip_bad)
     if name == "wds":  # WebDataset shards of {"txt", "cls"} samples
         from selfsup.data.webdataset import read_texts
 
@@ -300,6 +309,25 @@ def _pack(paragraphs: list[str], limit: int) -> list[str]:
     return pieces
 
 
+# --- source code ---------------------------------------------------------------------------
+
+
+def _code(spec: str, split: Split, skip_bad: bool) -> TextCorpus:
+    """One split of a code source: its units' code (docstrings removed), labelled by the
+    top-level package."""
+    tree, keep = code_split(spec, split, skip_bad)
+    class_names = sorted(set(tree.labels))
+    ids = {c: i for i, c in enumerate(class_names)}
+    return TextCorpus(
+        [tree.units[i].code for i in keep],
+        [ids[tree.labels[i]] for i in keep],
+        class_names,
+        spec,
+        split,
+        skipped=list(tree.skipped),
+    )
+
+
 # --- the user's own text -------------------------------------------------------------------
 
 
@@ -450,7 +478,7 @@ class TextDataset(Dataset[Sample]):
 
     Attributes:
         name, split, num_classes, class_names, has_labels, in_memory, skipped: as for
-            ``ImageDataset`` (always in memory; nothing is ever skipped).
+            ``ImageDataset`` (always in memory; skipped: the source files a code source left out).
         input_key: ``"tokens"``, the batch key of the input.
         modality: ``"text"``.
         max_length: L, the length of every row.
@@ -479,7 +507,7 @@ class TextDataset(Dataset[Sample]):
             self._labels = torch.full((len(corpus.texts),), UNLABELLED, dtype=torch.int64)
             self.class_names = []
         self.num_classes = len(self.class_names)
-        self.skipped: list[str] = []
+        self.skipped: list[str] = list(corpus.skipped)
 
     def __len__(self) -> int:
         return self._tokens.shape[0]

@@ -223,7 +223,8 @@ def _extra_line(row: dict[str, Any]) -> str:
     """One printed line of a modality's further result (``encoder: perplexity 41.2 on fortunes``)."""
     measures = [k for k in row if k not in ("encoder", "data") and isinstance(row[k], float)]
     first = measures[0] if measures else None
-    value = f"{first} {row[first]:.1f}" if first else json.dumps(row)
+    digits = 3 if first and abs(row[first]) < 1 else 1  # an MRR in [0, 1]; a perplexity
+    value = f"{first} {row[first]:.{digits}f}" if first else json.dumps(row)
     return f"{row.get('encoder')}: {value} on {row.get('data')}"
 
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
+from selfsup.data.code import is_code_spec
 from selfsup.data.text import TEXT_DATASETS, TextDataset, load_texts
 from selfsup.data.tokenizer import (
     CLS_ID,
@@ -67,24 +68,31 @@ class TextModality:
         from selfsup.engine.progress import console
 
         with console.status("training the tokenizer"):
-            run_tokenizer(data.name, run_dir, kind=data.tokenizer, vocab_size=data.vocab_size)
+            run_tokenizer(
+                data.name,
+                run_dir,
+                kind=data.tokenizer,
+                vocab_size=data.vocab_size,
+                texts=lambda: load_texts(data.name, "train", skip_bad=data.skip_bad).texts,
+            )
 
     def load(self, spec: str, split: Any, *, folder: Path | None = None, **options: Any) -> Any:
         """Tokenized with the tokenizer in ``folder`` (the run or export folder)."""
-        options.pop("skip_bad", None)  # a text source has no files to skip one by one
+        skip_bad = bool(options.pop("skip_bad", False))  # code sources skip bad files
         if folder is None:
             raise SelfsupError(
                 f"text data {spec!r} needs a tokenizer: evaluate a text encoder from its run "
                 f"or export folder (it holds {TOKENIZER_FILE})"
             )
-        return TextDataset(load_texts(spec, split), find_tokenizer(folder), **options)
+        corpus = load_texts(spec, split, skip_bad=skip_bad)
+        return TextDataset(corpus, find_tokenizer(folder), **options)
 
     def run_options(self, data: DataConfig) -> dict[str, Any]:
         return {"max_length": data.max_length, "skip_bad": data.skip_bad}
 
     def eval_options(self, export: dict[str, Any], data: DataConfig | None) -> dict[str, Any]:
         max_length = export.get("max_length") or (data.max_length if data else None)
-        return {"max_length": max_length or 128}
+        return {"max_length": max_length or 128, "skip_bad": bool(data and data.skip_bad)}
 
     def data_info(self, dataset: Any, cfg: RunConfig, folder: Path) -> dict[str, Any]:
         vocab = dataset.tokenizer.get_vocab_size()
@@ -178,13 +186,19 @@ class TextModality:
         ev: EvalConfig,
     ) -> dict[str, list[dict[str, Any]]]:
         """Perplexity of a causal language model (and of its random init) on the held-out
-        split of ``spec``."""
+        split of ``spec``; for a code source, docstring→code retrieval on its held-out
+        modules (``retrieval.json``)."""
         from selfsup.encoders.transformer import lm_logits
         from selfsup.evaluate.text import perplexity
 
-        first = next(iter(models.values()))
-        if not getattr(first, "causal", False) or folder is None:
+        if folder is None:
             return {}
+        results = {}
+        if is_code_spec(spec):
+            results["retrieval.json"] = code_retrieval(models, spec, folder, options, ev)
+        first = next(iter(models.values()))
+        if not getattr(first, "causal", False):
+            return results
         tokens = self.load(spec, "test", folder=folder, **options).as_tensor()
         rows = []
         for label, model in models.items():
@@ -197,7 +211,7 @@ class TextModality:
                     batch_size=max(1, ev.batch_size // 4),
                 )
             rows.append({"encoder": label, "data": spec, **result})
-        return {"perplexity.json": rows}
+        return {**results, "perplexity.json": rows}
 
     def corrupted(self, dataset: Any, kind: str, severity: int, seed: int = 0) -> Any:
         """The raw texts perturbed (`corrupt_texts`) and tokenized again with the data set's
@@ -238,6 +252,40 @@ class TextModality:
         tokens[: batch_size // 2, 8:11] = PAD_ID
         tokens[: batch_size // 2, 8] = 3
         return {"tokens": tokens, "label": torch.arange(batch_size) % 2}
+
+
+def code_retrieval(
+    models: dict[str, nn.Module],
+    spec: str,
+    folder: Path,
+    options: dict[str, Any],
+    ev: EvalConfig,
+) -> list[dict[str, Any]]:
+    """Docstring→code retrieval on the held-out modules of the code source ``spec`` (the
+    CodeSearchNet task): each docstring's first paragraph is a query, every held-out unit with
+    a docstring (its code given without the docstring) is the gallery; queries and code are
+    embedded by the same frozen encoder (mean-pooled, as the probes read it) and ranked by
+    cosine. One row per encoder (MRR, recall@1/10) and one for TF-IDF over identifier words."""
+    from selfsup.data.code import docstring_pairs
+    from selfsup.data.tokenizer import encode_batch
+    from selfsup.evaluate.features import extract_features
+    from selfsup.evaluate.retrieval import cosine_ranks, ranking_row, tfidf_code_ranks
+
+    queries, codes = docstring_pairs(spec, "test", bool(options.get("skip_bad")))
+    tokenizer = find_tokenizer(folder)
+    max_length = int(options.get("max_length") or 128)
+    query_ids = encode_batch(tokenizer, queries, max_length)  # (N, L)
+    code_ids = encode_batch(tokenizer, codes, max_length)  # (N, L)
+    rows = []
+    for label, model in models.items():
+        embed = [
+            extract_features(model, ids, ev.batch_size, to_input=lambda t: t)
+            for ids in (query_ids, code_ids)
+        ]
+        rows.append({"encoder": label, "data": spec, **ranking_row(cosine_ranks(*embed))})
+    tfidf = ranking_row(tfidf_code_ranks(queries, codes))
+    rows.append({"encoder": "tf-idf (identifier words)", "data": spec, **tfidf})
+    return rows
 
 
 def generate_text(
