@@ -217,3 +217,31 @@ def test_data_without_a_decoder_is_refused_in_one_line(capsys):
         SelfsupError, match="decoder that text data does not provide: use it on image"
     ):
         build_method("autoencoder", {}, encoder, DataInfo(modality="text", vocab_size=10))
+
+
+def test_show_masking_draws_the_corrupted_input_and_the_decoding(tmp_path):
+    from matplotlib.pyplot import imread
+
+    from selfsup.api import pretrain
+    from selfsup.evaluate.masking import autoencoder_panels, show_masking
+
+    method = _method("masking")
+    x = torch.randn(3, 1, 8, 8)
+    original, masked, recon, hidden = autoencoder_panels(method, "autoencoder", x, seed=4)
+    assert masked.shape == (3, 3, 8, 8) and recon.shape == original.shape == (3, 1, 8, 8)
+    assert hidden.sum(dim=1).tolist() == [16, 16, 16]  # 25% of 64 pixels
+    torch.manual_seed(4)
+    assert torch.equal(hidden, mask_components(x, 0.25).flatten(1) == 0)
+    noisy = autoencoder_panels(_method("gaussian"), "autoencoder", x, seed=4)
+    assert not noisy[3].any() and noisy[1].shape == (3, 1, 8, 8)
+
+    run = pretrain(
+        method="autoencoder",
+        data="digits",
+        encoder_args={"width": 8},
+        train={"batch_size": 32, "max_steps": 2, "progress": False},
+        out=str(tmp_path / "run"),
+        evaluate=False,
+    )
+    out = show_masking(run.run_dir, tmp_path / "ae.png", images=2, seed=1)
+    assert imread(out).shape[0] > 0
