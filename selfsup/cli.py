@@ -739,10 +739,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "show-masking",
-        help="draw original / masked / reconstruction of a few images for an MAE, SimMIM or "
-        "BEiT run as a PNG",
+        help="draw original / masked / reconstruction of a few images for an MAE, SimMIM, "
+        "BEiT or autoencoder run as a PNG",
     )
-    p.add_argument("run", help="a mae, simmim or beit run folder (its latest checkpoint is used)")
+    p.add_argument(
+        "run", help="an mae, simmim, beit or autoencoder run folder (its latest checkpoint)"
+    )
     p.add_argument("--images", type=int, default=6, help="how many images (rows)")
     p.add_argument("--data", help="images to show; default: the run's own data set")
     p.add_argument("--split", choices=["train", "test"], default="test")

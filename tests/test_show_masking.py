@@ -59,7 +59,9 @@ def test_another_method_is_refused(tmp_path):
     run = tmp_path / "simclr-run"
     run.mkdir()
     (run / "config.yaml").write_text("method: simclr\ndata:\n  name: digits\n")
-    with pytest.raises(SelfsupError, match="show-masking needs an mae, simmim or beit run"):
+    with pytest.raises(
+        SelfsupError, match="show-masking needs an mae, simmim, beit or autoencoder run"
+    ):
         show_masking(run, tmp_path / "x.png")
     with pytest.raises(SelfsupError, match="not a run folder"):
         show_masking(tmp_path / "nowhere", tmp_path / "x.png")

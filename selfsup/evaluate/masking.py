@@ -13,6 +13,10 @@ with the method's own masking (seeded), and draws one row per image:
   - SimMIM: the predicted pixels of the hidden patches among the visible original ones;
   - BEiT: the run's tokenizer decoding the true codes of the visible patches and the ViT's
     argmax codes of the hidden ones (so the visible part shows what the tokenizer keeps).
+
+For a (denoising) autoencoder run the middle column is the corrupted input the encoder sees
+(masked pixels in pale blue, or the noisy image) and the reconstruction is the whole decoded
+image: it comes from the pooled embedding alone, so no original pixel is pasted back.
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ from selfsup.errors import SelfsupError
 from selfsup.losses.mae import patchify, unpatchify
 from selfsup.views.image import MEAN, STD, prepare
 
-MASKED_METHODS = ("mae", "simmim", "beit")
+PATCH_METHODS = ("mae", "simmim", "beit")
+MASKED_METHODS = (*PATCH_METHODS, "autoencoder")
 MASK_COLOUR = (0.55, 0.65, 0.85)
 """RGB of a hidden patch in the masked column: a pale blue, which no grey level of a
 1-channel image can be mistaken for (MAE's figures use grey on colour images)."""
@@ -68,7 +73,8 @@ def show_masking(
     cfg = make_config(run_dir / "config.yaml")
     if cfg.method not in MASKED_METHODS:
         raise SelfsupError(
-            f"show-masking needs an mae, simmim or beit run, and {str(run)!r} is a {cfg.method} run"
+            f"show-masking needs an mae, simmim, beit or autoencoder run, and {str(run)!r} is a "
+            f"{cfg.method} run"
         )
     path = checkpoint.latest_checkpoint(run_dir)
     if path is None:
@@ -94,10 +100,13 @@ def show_masking(
     count = min(images, len(dataset))
     raw = torch.stack([dataset[i][modality.input_key] for i in range(count)])  # uint8 (B, C, H, W)
     x = prepare(raw, channels_last=False, channels=info.channels)  # (B, C, H, W) normalised
-    original, masked, recon, mask = masking_panels(method, cfg.method, x, seed)
+    panels = autoencoder_panels if cfg.method == "autoencoder" else masking_panels
+    original, masked, recon, mask = panels(method, cfg.method, x, seed)
     step = int(extra.get("step", -1))
     title = f"{run_dir.name}: {cfg.method}, step {step}, {spec} {split}"
-    fig = masking_figure(original, masked, recon, title, hidden=float(mask.float().mean()))
+    fig = masking_figure(
+        original, masked, recon, title, hidden=float(mask.float().mean()) if mask.any() else None
+    )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig).print_png(str(out))
@@ -114,7 +123,7 @@ def masking_panels(
 
     The mask comes from ``method.sample_mask`` under ``torch.manual_seed(seed)`` (the global
     random state is restored afterwards); the prediction from ``method.reconstruct``."""
-    if name not in MASKED_METHODS:
+    if name not in PATCH_METHODS:
         raise SelfsupError(f"show-masking needs an mae, simmim or beit run, not {name}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -137,6 +146,27 @@ def masking_panels(
     rgb = original if original.shape[1] == 3 else original[:, :1].expand(-1, 3, -1, -1)
     masked = torch.where(hidden, colour, rgb)  # (B, 3, H, W)
     return original, masked, to_display(prediction), mask
+
+
+@torch.no_grad()
+def autoencoder_panels(
+    method: Any, name: str, x: Tensor, seed: int = 0
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``masking_panels`` for an autoencoder: the corruption (``method.corrupt`` under
+    ``seed``, the global random state restored), the decoding of its embedding, and the
+    hidden components (B, C·H·W) (all False for Gaussian noise or none)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        corrupted = method.corrupt(x)  # (B, C, H, W)
+    prediction = method.decoder(method.encoder(corrupted))  # (B, C, H, W)
+    original = to_display(x)
+    hidden = (corrupted == 0) & (x != 0) if method.cfg.noise == "masking" else x != x
+    shown = to_display(corrupted)
+    if method.cfg.noise == "masking":  # the hidden pixels in pale blue
+        colour = torch.tensor(MASK_COLOUR, device=x.device).view(1, 3, 1, 1)
+        rgb = shown if shown.shape[1] == 3 else shown[:, :1].expand(-1, 3, -1, -1)
+        shown = torch.where(hidden.any(dim=1, keepdim=True), colour, rgb)  # (B, 3, H, W)
+    return original, shown, to_display(prediction), hidden.flatten(1)
 
 
 def pixel_mask(mask: Tensor, patch: int, size: tuple[int, int] | torch.Size) -> Tensor:

@@ -18,6 +18,7 @@ from selfsup.contracts import Method, missing_members
 from selfsup.data.info import DataInfo
 from selfsup.errors import SelfsupError
 from selfsup.methods.align import ALIGN, ALIGNConfig
+from selfsup.methods.autoencoder import Autoencoder, AutoencoderConfig
 from selfsup.methods.barlow import BarlowTwins, BarlowTwinsConfig
 from selfsup.methods.beit import BEiT, BEiTConfig
 from selfsup.methods.bgrl import BGRL, BGRLConfig
@@ -66,6 +67,14 @@ class MethodSpec:
 
 
 METHODS: dict[str, MethodSpec] = {
+    "autoencoder": MethodSpec(
+        AutoencoderConfig,
+        Autoencoder,
+        "denoising autoencoder: mask 25% of the input (or add Gaussian noise), decode the clean "
+        "input from the pooled embedding alone (MSE); the oldest baseline",
+        "Vincent et al. 2008, ICML (doi:10.1145/1390156.1390294)",
+        modalities=("image",),  # those whose Modality.decoder gives one
+    ),
     "simclr": MethodSpec(
         SimCLRConfig,
         SimCLR,

@@ -152,6 +152,13 @@ class Modality(Protocol):
         input shifted by corruption ``kind`` at ``severity`` 0 (unchanged) .. 5."""
         ...
 
+    def decoder(self, info: DataInfo, embed_dim: int) -> nn.Module | None:
+        """A module from the pooled embedding (B, ``embed_dim``) back to the encoder's input as
+        ``to_input`` makes it (a float tensor): what the autoencoder reconstructs through. None
+        when this data's input is not a float tensor one can regress (tokens, graphs) or no
+        decoder has been written for it yet."""
+        ...
+
     def example_input(self, encoder: nn.Module, batch_size: int, seed: int = 0) -> Tensor:
         """A random batch of ``encoder``'s input as ``forward`` takes it (after ``to_input``),
         shaped by the encoder's ``build_args``: for tracing it (ONNX export) and checking."""

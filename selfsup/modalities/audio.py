@@ -145,6 +145,9 @@ class AudioModality:
             raise SelfsupError("the MFCC baseline needs labelled audio")
         return x, y
 
+    def decoder(self, info: DataInfo, embed_dim: int) -> nn.Module | None:
+        return None  # no waveform decoder has been written yet
+
     def example_input(self, encoder: nn.Module, batch_size: int, seed: int = 0) -> Tensor:
         """One second of random waveform at the encoder's sample rate: (B, rate) float."""
         rate = int((getattr(encoder, "build_args", None) or {}).get("sample_rate", 8000))

@@ -102,6 +102,9 @@ class GraphModality:
         """The raw node features (graph-level: each graph's mean)."""
         return features_of(train)[0], features_of(test)[0]
 
+    def decoder(self, info: DataInfo, embed_dim: int) -> nn.Module | None:
+        return None  # a batch of graphs is no tensor a decoder regresses
+
     def example_input(self, encoder: nn.Module, batch_size: int, seed: int = 0) -> Tensor:
         raise SelfsupError(
             "a graph encoder reads a PyG batch (features, edges, batch vector), not one tensor: "

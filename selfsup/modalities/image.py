@@ -174,6 +174,12 @@ class ImageModality:
             class_names=getattr(root, "class_names", None),
         )
 
+    def decoder(self, info: DataInfo, embed_dim: int) -> nn.Module | None:
+        """A transposed-conv decoder to (C, S, S) normalised pixels at the run's image size."""
+        from selfsup.modalities.image_decoder import ImageDecoder
+
+        return ImageDecoder(embed_dim, info.channels, info.image_size)
+
     def example_input(self, encoder: nn.Module, batch_size: int, seed: int = 0) -> Tensor:
         """Random images scaled and normalised as ``to_input`` makes them: (B, C, H, W) float."""
         build = getattr(encoder, "build_args", None) or {}

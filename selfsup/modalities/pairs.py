@@ -143,6 +143,9 @@ class PairsModality:
         """The pixels, as for images (the probes read the image tower)."""
         return IMAGE.raw_features(train, test, ev)
 
+    def decoder(self, info: DataInfo, embed_dim: int) -> nn.Module | None:
+        return None  # two inputs, no single one to reconstruct
+
     def example_input(self, encoder: nn.Module, batch_size: int, seed: int = 0) -> Tensor:
         """Images for the image tower, which is what the two-tower encoder's ``forward`` reads."""
         return IMAGE.example_input(encoder, batch_size, seed)

@@ -92,6 +92,9 @@ class SeriesModality:
         train_x, _, test_x, _ = raw_features(train, test, ev.batch_size)
         return train_x, test_x
 
+    def decoder(self, info: DataInfo, embed_dim: int) -> nn.Module | None:
+        return None  # no series decoder has been written yet
+
     def example_input(self, encoder: nn.Module, batch_size: int, seed: int = 0) -> Tensor:
         """Random series of 64 steps in the encoder's channels: (B, 64, C) float."""
         channels = int((getattr(encoder, "build_args", None) or {}).get("in_channels", 1))

@@ -231,6 +231,9 @@ class TextModality:
         )
         return TextDataset(corpus, root.tokenizer, max_length=root.max_length)
 
+    def decoder(self, info: DataInfo, embed_dim: int) -> nn.Module | None:
+        return None  # tokens are ids, not values a decoder regresses
+
     def example_input(self, encoder: nn.Module, batch_size: int, seed: int = 0) -> Tensor:
         """Random token rows ``[CLS] ids [SEP] [PAD]...`` of the encoder's ``max_length``, each
         row a different length, so padding is exercised: (B, L) int64."""

@@ -126,6 +126,9 @@ class VideoModality:
 
         return pixels(train), pixels(test)
 
+    def decoder(self, info: DataInfo, embed_dim: int) -> nn.Module | None:
+        return None  # no clip decoder has been written yet
+
     def example_input(self, encoder: nn.Module, batch_size: int, seed: int = 0) -> Tensor:
         """Random uint8 clips as ``to_input`` makes them: (B, T, C, H, W) float."""
         build = getattr(encoder, "build_args", None) or {}
