@@ -5,6 +5,7 @@ determinism), bad files, and a tiny VideoMAE run from the CLI."""
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,7 @@ def write_clip(path: Path, *, leftwards: bool = False, frames: int = LENGTH) -> 
     """A white square on black moving SPEED px per frame (x = SPEED·t, or mirrored)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), "w") as container:
-        stream = container.add_stream(CODEC[path.suffix], rate=10)
+        stream = container.add_stream(CODEC.get(path.suffix, "mpeg4"), rate=10)
         stream.width = stream.height = SIDE
         stream.pix_fmt = "yuv420p"
         for t in range(frames):
@@ -123,10 +124,10 @@ def test_random_starts_are_seeded_and_evaluation_is_centred(labelled):
     assert not VIDEO.load(spec, "train", **VIDEO.eval_options({}, None)).random_start
 
 
-def test_a_short_clip_repeats_its_last_frame(tmp_path):
-    write_clip(tmp_path / names(1, test=False)[0], frames=3)
+def test_a_clip_shorter_than_its_span_repeats_its_last_frame(tmp_path):
+    write_clip(tmp_path / names(1, test=False)[0], frames=5)  # T = 4 frames, span 7
     clip = load_video(f"video:{tmp_path}:frames=4:stride=2:size={SIDE}", "train")[0]["video"]
-    np.testing.assert_allclose(square_x(clip), [0, 2 * SPEED, 2 * SPEED, 2 * SPEED], atol=0.75)
+    np.testing.assert_allclose(square_x(clip), [0, 2 * SPEED, 4 * SPEED, 4 * SPEED], atol=0.75)
     # one unlabelled clip, in train: its test split is empty and unlabelled (nothing to evaluate)
     test = load_video(f"video:{tmp_path}", "test")
     assert len(test) == 0 and not test.has_labels
@@ -189,6 +190,7 @@ def write_audio_only(path: Path) -> None:
 
 BAD = {
     "corrupt": ("cannot read video {}: Invalid data", lambda p: p.write_bytes(b"\x00junk" * 64)),
+    "too-short": ("video {} has 1 frames, fewer than the 2 of a clip", partial(write_clip, frames=1)),
     "empty": ("cannot read video {}: ", lambda p: p.write_bytes(b"")),
     "no-video": ("{} has no video stream", write_audio_only),
 }

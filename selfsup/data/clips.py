@@ -10,7 +10,9 @@ The defaults are VideoMAE's Kinetics sampling, 16 frames at stride 4 (about 2 s 
 at 64 px for the CPU-sized ``video-vit-tiny`` (the paper crops 224). Pretraining takes a random
 start in every access; evaluation the centred one, so features are the same in every run. A
 clip shorter than ``(T - 1) · stride + 1`` frames repeats its last frame, as VideoMAE's loaders
-do (``ssv2.py`` appends ``all_index[-1]`` until the clip is full).
+do (``ssv2.py`` appends ``all_index[-1]`` until the clip is full); one with fewer than T
+frames is bad input (one line, or skipped with ``--skip-bad``): repeating most of a clip's
+frames would show a model motion that stops.
 
 Each file's header and first frame are read when the data set is built: a file that is not a
 video, is empty, has no video stream or no frame stops the run with one line naming it, or
@@ -235,6 +237,11 @@ class VideoFolder(Dataset[dict[str, Tensor]]):
         keep, headers = [], []
         for i, key in enumerate(keys):
             header = read_header(root / key, key)
+            if isinstance(header, ClipHeader) and 0 < header.frames < sampling.frames:
+                header = (  # too few frames to repeat into a clip without faking time
+                    f"video {key} has {header.frames} frames, fewer than the {sampling.frames} "
+                    "of a clip (:frames=T takes fewer)"
+                )
             if isinstance(header, ClipHeader):
                 keep.append(i)
                 headers.append(header)
