@@ -190,7 +190,10 @@ def write_audio_only(path: Path) -> None:
 
 BAD = {
     "corrupt": ("cannot read video {}: Invalid data", lambda p: p.write_bytes(b"\x00junk" * 64)),
-    "too-short": ("video {} has 1 frames, fewer than the 2 of a clip", partial(write_clip, frames=1)),
+    "too-short": (
+        "video {} has 1 frames, fewer than the 2 of a clip",
+        partial(write_clip, frames=1),
+    ),
     "empty": ("cannot read video {}: ", lambda p: p.write_bytes(b"")),
     "no-video": ("{} has no video stream", write_audio_only),
 }

@@ -27,7 +27,6 @@ here is a plain grouped convolution; the paper adds weight normalisation to it.
 from __future__ import annotations
 
 import math
-
 from collections.abc import Sequence
 
 import torch

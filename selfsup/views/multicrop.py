@@ -106,7 +106,9 @@ def fitted_local_crops(cfg: RunConfig, image_size: int, default_encoder: str) ->
         return []
     local = cfg.method_args.get("local_augment") or {}
     spec = ENCODERS.get(cfg.encoder or default_encoder)
-    patch = int(cfg.encoder_args.get("patch_size", spec.defaults.get("patch_size", 1) if spec else 1))
+    patch = int(
+        cfg.encoder_args.get("patch_size", spec.defaults.get("patch_size", 1) if spec else 1)
+    )
     side = local.get("output_size") or local_crop_size(image_size, patch)
     count = local_crop_count(image_size, side)
     return [
