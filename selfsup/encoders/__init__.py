@@ -516,6 +516,15 @@ def encoder_modality(name: str) -> str:
     return _spec(name).modality
 
 
+def run_encoder_option(cfg: Any, default_encoder: str, key: str, default: Any = None) -> Any:
+    """The value a run's encoder will be built with for option ``key``: the run's
+    ``encoder_args``, else the registry's default for the encoder (``cfg.encoder`` or the
+    modality's ``default_encoder``), else ``default``."""
+    spec = ENCODERS.get(cfg.encoder or default_encoder)
+    fallback = spec.defaults.get(key, default) if spec else default
+    return cfg.encoder_args.get(key, fallback)
+
+
 def encoder_inputs(name: str) -> tuple[str, ...]:
     """The inputs ``build_encoder`` needs for encoder ``name``, besides its options:
     ("in_channels", "image_size") for image encoders, ("vocab_size", "max_length",

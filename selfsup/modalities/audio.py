@@ -236,12 +236,9 @@ SPAN_FIELDS = (("mask_prob", "mask_length"), ("span_start_prob", "span_length"))
 def encoder_hop(cfg: RunConfig, default_encoder: str) -> int | None:
     """Waveform samples per frame of the run's encoder (the product of its conv strides);
     None for an encoder without a strided feature encoder."""
-    from selfsup.encoders import ENCODERS
+    from selfsup.encoders import run_encoder_option
 
-    spec = ENCODERS.get(cfg.encoder or default_encoder)
-    strides = cfg.encoder_args.get(
-        "conv_strides", spec.defaults.get("conv_strides") if spec else None
-    )
+    strides = run_encoder_option(cfg, default_encoder, "conv_strides")
     return math.prod(int(stride) for stride in strides) if strides else None
 
 

@@ -99,16 +99,13 @@ class MultiCropViews(nn.Module):
 def fitted_local_crops(cfg: RunConfig, image_size: int, default_encoder: str) -> list[Choice]:
     """The local crop count of a multi-crop method that leaves it to the data (None), from the
     image size and the encoder's patch (``local_crop_count``); nothing for other methods."""
-    from selfsup.encoders import ENCODERS
+    from selfsup.encoders import run_encoder_option
     from selfsup.recipe import Choice
 
     if "num_local_crops" not in cfg.method_args or cfg.method_args["num_local_crops"] is not None:
         return []
     local = cfg.method_args.get("local_augment") or {}
-    spec = ENCODERS.get(cfg.encoder or default_encoder)
-    patch = int(
-        cfg.encoder_args.get("patch_size", spec.defaults.get("patch_size", 1) if spec else 1)
-    )
+    patch = int(run_encoder_option(cfg, default_encoder, "patch_size", 1))
     side = local.get("output_size") or local_crop_size(image_size, patch)
     count = local_crop_count(image_size, side)
     return [
