@@ -33,7 +33,9 @@ def export_encoder(encoder: nn.Module, folder: str | Path, **info: Any) -> Path:
         )
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
+    # a copy each: safetensors refuses tensors that share memory, such as the one PReLU that
+    # PyG's GIN passes to every layer (each name then loads the same value back)
+    state = {k: v.detach().cpu().clone() for k, v in encoder.state_dict().items()}
     save_file(state, str(folder / WEIGHTS))
     spec = {"encoder": dict(build_args), "embed_dim": int(encoder.embed_dim), **info}
     (folder / SPEC).write_text(yaml.safe_dump(spec, sort_keys=False))

@@ -56,14 +56,20 @@ def make_gnn(
         "dropout": dropout,
     }
     if kind == "gcn":
-        return models.GCN(**common)
-    if kind == "gin":
-        return models.GIN(**common)
-    if kind == "gat":
+        model = models.GCN(**common)
+    elif kind == "gin":
+        model = models.GIN(**common)
+    elif kind == "gat":
         if hidden % heads:
             raise SelfsupError(f"a GAT's width {hidden} must be a multiple of its {heads} heads")
-        return models.GAT(**common, heads=heads)
-    raise SelfsupError(f"unknown GNN kind {kind!r}; choose gcn, gin or gat")
+        model = models.GAT(**common, heads=heads)
+    else:
+        raise SelfsupError(f"unknown GNN kind {kind!r}; choose gcn, gin or gat")
+    if num_layers == 1:
+        # one layer has no "between": the PReLU would be a parameter no loss reaches, which
+        # DDP refuses (a GIN layer's MLP keeps its own reference to it)
+        model.act = None
+    return model
 
 
 class GraphEncoder(nn.Module):
