@@ -170,17 +170,25 @@ def random_walk_subgraph(graph: Any, ratio: float, generator: torch.Generator | 
         neighbours[t].append(s)
     keep = torch.zeros(n, dtype=torch.bool)
     center = getattr(graph, "center", None)
+    draws = iter(torch.rand(2 * n + 1, generator=generator).tolist())  # one a pick, enough
     for g, nodes in enumerate(_nodes_by_graph(owner)):
         if not nodes:
             continue
         target = math.ceil((1 - ratio) * len(nodes))
         starts = [c for c in (center.tolist() if center is not None else []) if owner[c] == g]
-        chosen = set(starts) or {nodes[int(torch.randint(len(nodes), (1,), generator=generator))]}
+        chosen = set(starts) or {nodes[int(next(draws) * len(nodes))]}
         border = sorted({t for v in chosen for t in neighbours[v]} - chosen)
+        in_border = set(border)
         while len(chosen) < target and border:
-            pick = border.pop(int(torch.randint(len(border), (1,), generator=generator)))
+            at = int(next(draws) * len(border))
+            border[at], border[-1] = border[-1], border[at]  # a uniform pick, popped in O(1)
+            pick = border.pop()
+            in_border.discard(pick)
             chosen.add(pick)
-            border = sorted(set(border) | (set(neighbours[pick]) - chosen))
+            for t in neighbours[pick]:
+                if t not in chosen and t not in in_border:
+                    in_border.add(t)
+                    border.append(t)
         keep[list(chosen)] = True
     return keep_nodes(graph, keep)
 
