@@ -19,6 +19,7 @@ from method_setups import (
     WaveSamples,
     audio_setup,
     cases,
+    graph_setup,
     image_encoder,
     pair_encoder,
     pair_info,
@@ -36,6 +37,7 @@ from spawn import launch_two
 from test_methods import ENCODER_PHASE
 
 from selfsup.api import make_config
+from selfsup.data.graph import collate_graphs
 from selfsup.data.images import TensorImageDataset
 from selfsup.data.series import SeriesDataset
 from selfsup.data.text import TextCorpus, TextDataset
@@ -45,7 +47,7 @@ from selfsup.methods import DataInfo, build_method
 
 STEPS, BATCH, SIZE = 2, 16, 16
 
-DISTRIBUTED = ("image", "text", "audio")
+DISTRIBUTED = ("image", "text", "audio", "graph", "series", "video", "pairs")
 """Modalities whose methods run here."""
 
 
@@ -72,6 +74,8 @@ DATA = {
     "series": "series:random",
     "video": "video:random",
     "audio": "audio:random",
+    "graph": "graph:random",
+    "pairs": "pairs:random",
 }
 
 
@@ -107,6 +111,12 @@ def seeded_method(name: str, modality: str):
     elif modality == "audio":
         info, encoder, batch = audio_setup(name, 4 * BATCH)
         dataset = WaveSamples(batch["audio"])
+    elif modality == "graph":
+        info, encoder, batch = graph_setup(4 * BATCH)
+        labels = batch["label"]
+        dataset = [
+            {"graph": g, "label": labels[i]} for i, g in enumerate(batch["graph"].to_data_list())
+        ]
     elif modality == "video":
         clips = video_batch(4 * BATCH)["video"]
         dataset = VideoDataset(clips, None, name="video:random", split="train")
@@ -125,7 +135,10 @@ def _worker(fabric: Fabric, root: str) -> dict[str, dict[str, float]]:
         cfg = run_config(name, modality)
         method, dataset = seeded_method(name, modality)
         before = _encoder_vector(method)
-        result = train(fabric, cfg, method, dataset, Path(root) / f"{name}-{modality}")
+        collate = collate_graphs if modality == "graph" else None
+        result = train(
+            fabric, cfg, method, dataset, Path(root) / f"{name}-{modality}", collate=collate
+        )
         after = _encoder_vector(method)
         gathered = fabric.all_gather(after)  # (P, n)
         results[f"{name}-{modality}"] = {
