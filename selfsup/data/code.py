@@ -92,7 +92,7 @@ def is_code_spec(spec: str) -> bool:
 # --- splitting one file ----------------------------------------------------------------------
 
 
-def _docstring_node(node: ast.AST) -> ast.Expr | None:
+def docstring_node(node: ast.AST) -> ast.Expr | None:
     body = getattr(node, "body", [])
     first = body[0] if body else None
     if (
@@ -116,7 +116,7 @@ Definition = ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef
 def _unit(lines: list[str], node: Definition, cut: list[tuple[int, int]]) -> CodeUnit:
     """The unit of ``node``: its lines minus the line ranges ``cut`` (its methods) and its
     docstring, dedented."""
-    doc = _docstring_node(node)
+    doc = docstring_node(node)
     if doc is not None:
         cut = [*cut, (doc.lineno, doc.end_lineno or doc.lineno)]
     keep = [
@@ -128,28 +128,22 @@ def _unit(lines: list[str], node: Definition, cut: list[tuple[int, int]]) -> Cod
     return CodeUnit(node.name, text, ast.get_docstring(node))
 
 
-def split_python(source: str, path: str = "<string>") -> list[CodeUnit]:
-    """The units of one Python file (see the module docstring), in source order.
-
-    Raises:
-        SyntaxError: the source does not parse.
-    """
-    tree = ast.parse(source, filename=path)
-    lines = source.splitlines()
-    units: list[CodeUnit] = []
+def definitions(tree: ast.Module) -> list[tuple[Definition, list[Definition]]]:
+    """Every unit's definition in source order, with the member definitions it leaves out: a
+    class's methods and inner classes (units of their own); a function keeps its nested defs."""
+    found: list[tuple[Definition, list[Definition]]] = []
 
     def visit(body: Sequence[ast.stmt]) -> None:
         for node in body:
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-                units.append(_unit(lines, node, []))  # nested defs stay inside
+                found.append((node, []))  # nested defs stay inside
             elif isinstance(node, ast.ClassDef):
                 members = [
                     n
                     for n in node.body
                     if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
                 ]
-                cut = [(_start(n), n.end_lineno or n.lineno) for n in members]
-                units.append(_unit(lines, node, cut))
+                found.append((node, members))
                 visit(members)
             elif isinstance(node, ast.If | ast.Try | ast.With):  # `if sys.platform ...:` defs
                 for part in ("body", "orelse", "finalbody"):
@@ -158,7 +152,20 @@ def split_python(source: str, path: str = "<string>") -> list[CodeUnit]:
                     visit(handler.body)
 
     visit(tree.body)
-    return units
+    return found
+
+
+def split_python(source: str, path: str = "<string>") -> list[CodeUnit]:
+    """The units of one Python file (see the module docstring), in source order.
+
+    Raises:
+        SyntaxError: the source does not parse.
+    """
+    lines = source.splitlines()
+    return [
+        _unit(lines, node, [(_start(n), n.end_lineno or n.lineno) for n in members])
+        for node, members in definitions(ast.parse(source, filename=path))
+    ]
 
 
 def query_of(docstring: str) -> str:
@@ -170,11 +177,16 @@ def query_of(docstring: str) -> str:
 # --- reading a tree --------------------------------------------------------------------------
 
 
+def stdlib_root() -> Path:
+    """The folder of this interpreter's standard library."""
+    return Path(sysconfig.get_paths()["stdlib"])
+
+
 def _parse_spec(spec: str) -> tuple[Path, tuple[str, ...], bool]:
     """(root, extensions, whether it is the standard library) of a code spec."""
     name, _, argument = spec.partition(":")
     if name.strip().lower() == "python-stdlib":
-        return Path(sysconfig.get_paths()["stdlib"]), (".py",), True
+        return stdlib_root(), (".py",), True
     path, _, options = argument.strip().partition(":ext=")
     if not path:
         raise SelfsupError("code needs a path: --data code:PATH (a source folder or file)")
@@ -186,7 +198,7 @@ def _parse_spec(spec: str) -> tuple[Path, tuple[str, ...], bool]:
     return Path(path).expanduser(), extensions, False
 
 
-def _source_files(root: Path, extensions: tuple[str, ...], stdlib: bool) -> list[str]:
+def source_files(root: Path, extensions: tuple[str, ...], stdlib: bool) -> list[str]:
     """Relative paths of the source files under ``root``, sorted; hidden folders, test
     folders (always for the standard library) and ``test_*.py`` are left out."""
     files: list[str] = []
@@ -205,7 +217,7 @@ def _source_files(root: Path, extensions: tuple[str, ...], stdlib: bool) -> list
     return sorted(files)
 
 
-def _label(relative: str) -> str:
+def package_of(relative: str) -> str:
     head, slash, _ = relative.partition("/")
     return head if slash else TOP_LEVEL
 
@@ -221,7 +233,7 @@ def read_tree(spec: str, skip_bad: bool = False) -> CodeTree:
     if root.is_file():
         files, root = [root.name], root.parent
     else:
-        files = _source_files(root, extensions, stdlib)
+        files = source_files(root, extensions, stdlib)
     if not files:
         raise SelfsupError(
             f"no {', '.join(extensions)} files found under {root}; point code:PATH at a source "
@@ -239,7 +251,7 @@ def read_tree(spec: str, skip_bad: bool = False) -> CodeTree:
         test = in_test_split(relative, CODE_TEST_FRACTION)
         for unit in units:
             tree.units.append(unit)
-            tree.labels.append(_label(relative))
+            tree.labels.append(package_of(relative))
             tree.in_test.append(test)
     if not tree.units:
         raise SelfsupError(f"{spec!r} holds no functions, classes or non-empty files")

@@ -2,6 +2,8 @@
 
 Specs:
     wordnet[:FOLDER]   the WordNet noun graph (``selfsup.data.wordnet``), node-level
+    python-ast         the standard library's syntax trees, graph-level
+                       (``selfsup.data.syntax_trees``)
     graph:PATH         your own graph: a ``.npz`` (``x`` (N, F), ``edge_index`` (2, E) or
                        ``edges`` (E, 2), optional ``y`` (N,)); a folder with ``edges.csv`` (two
                        integer columns, source and target) and ``nodes.csv`` (one row a node, an
@@ -44,6 +46,12 @@ GRAPH_SOURCES: dict[str, str] = {
         "WordNet nouns: 82,115 synsets, noun-to-noun pointers as edges, a 1,000-word bag of "
         "words of the gloss as features, 26 lexicographer files as labels (node-level); "
         "`sudo apt-get install wordnet-base`; 80/20 node split, seed 0"
+    ),
+    "python-ast": (
+        "the syntax trees of the Python standard library: one graph a function, method or "
+        "class (one-hot AST node types, parent-child edges), labelled by its package (20 "
+        "packages of 100+ units, ~10k graphs); graph-level; ~20% of the modules to test by "
+        "hash; no download"
     ),
     "graph": (
         "your own graph, graph:PATH: .npz (x, edge_index, optional y), a folder with "
@@ -241,8 +249,16 @@ def load_graphs(spec: str, split: Split) -> NodeDataset | GraphSetDataset:
     prefix, _, rest = spec.partition(":")
     if prefix == "wordnet":
         return NodeDataset(wordnet_graph(Path(rest) if rest else None), split, spec)
+    if prefix == "python-ast":
+        from selfsup.data.syntax_trees import load_syntax_trees
+
+        if rest:
+            raise SelfsupError(
+                f"{spec!r}: python-ast takes no argument (it is the standard library)"
+            )
+        return load_syntax_trees(split, spec)
     if prefix != "graph" or not rest:
-        raise SelfsupError(f"unknown graph source {spec!r}; use wordnet or graph:PATH")
+        raise SelfsupError(f"unknown graph source {spec!r}; use wordnet, python-ast or graph:PATH")
     path = Path(rest).expanduser()
     if not path.exists():
         raise SelfsupError(f"{spec}: {path} does not exist")
