@@ -54,6 +54,29 @@ def mean_with_grad(x: Tensor) -> Tensor:
     return x + (all_reduce_mean(x) - x).detach()
 
 
+def mean_over_processes(total: Tensor, count: Tensor | int) -> Tensor:
+    """``Σ_p total_p / Σ_p count_p``: the mean over the elements of every process's share
+    (masked tokens, graph nodes) that one process holding the whole batch computes, when the
+    shares hold different numbers of them. Each process returns its ``total`` over the
+    global count, times P: DDP averages gradients over the P processes, which makes the
+    gradient that of the global mean, and the engine's mean of the processes' losses is its
+    value. One process: ``total / max(count, 1)``; a count of 0 everywhere gives 0."""
+    count = torch.as_tensor(count, device=total.device)
+    if not is_distributed():
+        return total / count.clamp(min=1)
+    everywhere = count.detach().to(torch.float64).clone()
+    dist.all_reduce(everywhere)
+    return total * (world_size() / everywhere.clamp(min=1).item())
+
+
+def global_mean(values: Tensor) -> Tensor:
+    """The mean of ``values`` (any shape) over every process's elements
+    (``mean_over_processes``); one process: ``values.mean()``."""
+    if not is_distributed():
+        return values.mean()
+    return mean_over_processes(values.sum(), values.numel())
+
+
 def all_reduce_mean(x: Tensor) -> Tensor:
     """Mean of ``x`` over processes, without gradient (for logging and statistics)."""
     if not is_distributed():

@@ -153,6 +153,68 @@ def test_every_batch_coupled_loss_under_two_processes_matches_one_process():
             np.testing.assert_allclose(got["state"][key], value, rtol=1e-5, atol=1e-7, err_msg=name)
 
 
+# ------------------------------------------------ means over elements: shares of unequal size
+
+SHARE = 5
+"""Rows on process 0; process 1 holds the other 11 (graph nodes and masked tokens are never
+split evenly)."""
+
+
+def _element_mean_cases(rows: slice) -> dict:
+    """GraphMAE's SCE, BGRL's loss and the masked-token cross-entropy (MLM's, CLM's) on
+    ``rows`` of one fixed batch; a third of the tokens are not predicted (-100)."""
+    from selfsup.losses import BGRLLoss, MaskedTokenLoss, ScaledCosineError
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(BATCH, DIM, generator=g)
+    target = torch.randn(BATCH, 8, generator=g)
+    tokens = torch.randint(0, 8, (BATCH,), generator=g)
+    tokens[torch.arange(BATCH) % 3 == 0] = -100
+    x, target, tokens = x[rows], target[rows], tokens[rows]
+    return {
+        "sce": lambda m: ScaledCosineError(2.0)(m(x), target),
+        "bgrl": lambda m: BGRLLoss()(m(x), m(2 * x), target, target.flip(1)),
+        "masked-ce": lambda m: MaskedTokenLoss()(m(x), tokens),
+    }
+
+
+def _element_means(fabric: Fabric) -> dict:
+    if fabric.world_size == 1:
+        rows = slice(0, BATCH)
+    else:
+        rows = slice(0, SHARE) if fabric.global_rank == 0 else slice(SHARE, BATCH)
+    return _losses_and_grads(fabric, _element_mean_cases(rows))
+
+
+@pytest.mark.slow
+def test_means_over_unequal_shares_under_two_processes_match_one_process():
+    """Graph nodes and predicted tokens: 2 processes holding 5 and 11 rows give the loss and
+    gradients of 1 process with all 16 (each process divides by the count of all of them)."""
+    one = Fabric(accelerator="cpu", devices=1).launch(_element_means)
+    two = launch_two(_element_means)
+    for name, expected in one.items():
+        assert two[name]["loss"] == pytest.approx(expected["loss"], rel=1e-5), name
+        for param, grad in expected["grads"].items():
+            torch.testing.assert_close(
+                torch.from_numpy(two[name]["grads"][param]),
+                torch.from_numpy(grad),
+                rtol=1e-4,
+                atol=1e-6,
+                msg=lambda m, name=name: f"{name}: {m}",
+            )
+
+
+def test_the_mean_of_share_means_is_not_the_mean():
+    """The test above can fail: averaging each share's own mean weights the 5 rows as much
+    as the 11."""
+    model = make_model()
+    whole = {k: f(model).item() for k, f in _element_mean_cases(slice(0, BATCH)).items()}
+    first = {k: f(model).item() for k, f in _element_mean_cases(slice(0, SHARE)).items()}
+    rest = {k: f(model).item() for k, f in _element_mean_cases(slice(SHARE, BATCH)).items()}
+    for name in whole:
+        assert abs((first[name] + rest[name]) / 2 - whole[name]) > 1e-3, name
+
+
 # ---------------------------------------------------------------- the speech methods' losses
 
 FRAMES, MASKED, CODES = 10, 6, (2, 4)  # frames per utterance, masked per utterance, (G, V)

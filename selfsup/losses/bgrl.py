@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from selfsup import distributed
 from selfsup.losses.precision import float32_forward
 
 
@@ -32,8 +33,8 @@ class BGRLLoss(nn.Module):
                 "expected four (N, D) tensors of equal shape, got "
                 + ", ".join(str(tuple(t.shape)) for t in (q1, q2, y1, y2))
             )
-        return (
+        return (  # means over every process's nodes under DDP
             2
-            - F.cosine_similarity(q1, y2, dim=1).mean()
-            - F.cosine_similarity(q2, y1, dim=1).mean()
+            - distributed.global_mean(F.cosine_similarity(q1, y2, dim=1))
+            - distributed.global_mean(F.cosine_similarity(q2, y1, dim=1))
         )

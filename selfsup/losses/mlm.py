@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from selfsup import distributed
 from selfsup.contracts import IGNORE_INDEX
 from selfsup.errors import SelfsupError
 
@@ -19,11 +20,10 @@ from selfsup.errors import SelfsupError
 
 
 def _mean_cross_entropy(logits: Tensor, targets: Tensor, ignore_index: int) -> Tensor:
-    """Mean CE over the targets != ignore_index; 0 (with a gradient path) when there are none.
-    logits (M, K), targets (M,)."""
+    """Mean CE over the targets != ignore_index, of every process's share under DDP; 0 (with a
+    gradient path) when there are none. logits (M, K), targets (M,)."""
     total = F.cross_entropy(logits.float(), targets, ignore_index=ignore_index, reduction="sum")
-    count = (targets != ignore_index).sum().clamp(min=1)
-    return total / count
+    return distributed.mean_over_processes(total, (targets != ignore_index).sum())
 
 
 class MaskedTokenLoss(nn.Module):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from selfsup import distributed
 from selfsup.losses.precision import float32_forward
 
 
@@ -37,4 +38,4 @@ class ScaledCosineError(nn.Module):
                 f"expected two (M, F) tensors of equal shape, got {tuple(recon.shape)} and {tuple(target.shape)}"
             )
         cosine = (F.normalize(recon, dim=1) * F.normalize(target, dim=1)).sum(1)  # (M,)
-        return (1 - cosine).pow(self.gamma).mean()
+        return distributed.global_mean((1 - cosine).pow(self.gamma))  # every process's rows

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from selfsup import distributed
 from selfsup.data.info import DataInfo
 from selfsup.data.tokenizer import special_ids
 from selfsup.encoders.transformer import check_token_encoder, lm_logits
@@ -51,7 +52,10 @@ class CLM(nn.Module):
         scored = targets != self.pad_id  # (B, L-1); the first token is predicted from [CLS]
         # The output layer runs on the scored positions only (no logits for padding).
         logits = states[:, :-1][scored] @ self.encoder.token_embed.weight.T  # (M, V)
-        loss = F.cross_entropy(logits.float(), targets[scored])
+        total = F.cross_entropy(logits.float(), targets[scored], reduction="sum")
+        loss = distributed.mean_over_processes(
+            total, scored.sum()
+        )  # per scored token, all processes
         features = states[:, :-1][scored]  # (M, D): the token states the loss trains
         return {"loss": loss, "features": features.detach()}
 
