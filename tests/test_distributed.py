@@ -92,6 +92,20 @@ def _losses_and_grads(fabric: Fabric, cases: dict) -> dict:
     return results
 
 
+def assert_same_losses_and_grads(one: dict, two: dict) -> None:
+    """Every case of ``two`` (2 processes) has the loss and gradients of ``one`` (1 process)."""
+    for name, expected in one.items():
+        assert two[name]["loss"] == pytest.approx(expected["loss"], rel=1e-5), name
+        for param, grad in expected["grads"].items():
+            torch.testing.assert_close(
+                torch.from_numpy(two[name]["grads"][param]),
+                torch.from_numpy(grad),
+                rtol=1e-4,
+                atol=1e-6,
+                msg=lambda m, name=name: f"{name}: {m}",
+            )
+
+
 def _coupled_losses(fabric: Fabric) -> dict:
     """Each loss on this process's share of one fixed batch: its value (mean over processes),
     the gradients of a shared model, and the state it updates (DINO's center, MoCo's queue)."""
@@ -192,16 +206,7 @@ def test_means_over_unequal_shares_under_two_processes_match_one_process():
     gradients of 1 process with all 16 (each process divides by the count of all of them)."""
     one = Fabric(accelerator="cpu", devices=1).launch(_element_means)
     two = launch_two(_element_means)
-    for name, expected in one.items():
-        assert two[name]["loss"] == pytest.approx(expected["loss"], rel=1e-5), name
-        for param, grad in expected["grads"].items():
-            torch.testing.assert_close(
-                torch.from_numpy(two[name]["grads"][param]),
-                torch.from_numpy(grad),
-                rtol=1e-4,
-                atol=1e-6,
-                msg=lambda m, name=name: f"{name}: {m}",
-            )
+    assert_same_losses_and_grads(one, two)
 
 
 def test_the_mean_of_share_means_is_not_the_mean():
@@ -294,16 +299,7 @@ def test_every_speech_loss_under_two_processes_matches_one_process():
     processes, wav2vec 2.0's diversity term (a batch statistic) would differ: checked too."""
     one = Fabric(accelerator="cpu", devices=1).launch(_speech_losses)
     two = launch_two(_speech_losses)
-    for name, expected in one.items():
-        assert two[name]["loss"] == pytest.approx(expected["loss"], rel=1e-5), name
-        for param, grad in expected["grads"].items():
-            torch.testing.assert_close(
-                torch.from_numpy(two[name]["grads"][param]),
-                torch.from_numpy(grad),
-                rtol=1e-4,
-                atol=1e-6,
-                msg=lambda m, name=name: f"{name}: {m}",
-            )
+    assert_same_losses_and_grads(one, two)
     local = launch_two(_speech_losses_without_gathering)
     assert abs(local["wav2vec2"]["loss"] - one["wav2vec2"]["loss"]) > 1e-3
 
