@@ -64,9 +64,9 @@ def mean_over_processes(total: Tensor, count: Tensor | int) -> Tensor:
     count = torch.as_tensor(count, device=total.device)
     if not is_distributed():
         return total / count.clamp(min=1)
-    everywhere = count.detach().to(torch.float64).clone()
+    everywhere = count.detach().to(total.dtype).clone()  # no host sync: it stays a tensor
     dist.all_reduce(everywhere)
-    return total * (world_size() / everywhere.clamp(min=1).item())
+    return total * (world_size() / everywhere.clamp(min=1))
 
 
 def global_mean(values: Tensor) -> Tensor:

@@ -170,7 +170,8 @@ def read_syntax_trees(root: Path) -> SyntaxTrees:
 def stdlib_syntax_trees() -> SyntaxTrees:
     """The standard library's trees, parsed once and cached by interpreter version."""
     root = stdlib_root()
-    key = hashlib.sha1(f"{root.resolve()}:{sys.version}".encode()).hexdigest()[:12]
+    rules = f"{MIN_PACKAGE_UNITS}:{MIN_NODES}:{len(node_types())}"  # a new rule, a new file
+    key = hashlib.sha1(f"{root.resolve()}:{sys.version}:{rules}".encode()).hexdigest()[:12]
     cached = cache_dir("syntax-trees") / f"stdlib-{key}.npz"
     if not cached.is_file():
         trees = read_syntax_trees(root)

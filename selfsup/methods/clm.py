@@ -53,9 +53,8 @@ class CLM(nn.Module):
         # The output layer runs on the scored positions only (no logits for padding).
         logits = states[:, :-1][scored] @ self.encoder.token_embed.weight.T  # (M, V)
         total = F.cross_entropy(logits.float(), targets[scored], reduction="sum")
-        loss = distributed.mean_over_processes(
-            total, scored.sum()
-        )  # per scored token, all processes
+        # per scored token of every process's share under DDP
+        loss = distributed.mean_over_processes(total, scored.sum())
         features = states[:, :-1][scored]  # (M, D): the token states the loss trains
         return {"loss": loss, "features": features.detach()}
 
