@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -33,9 +34,13 @@ def export_encoder(encoder: nn.Module, folder: str | Path, **info: Any) -> Path:
         )
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    # a copy each: safetensors refuses tensors that share memory, such as the one PReLU that
-    # PyG's GIN passes to every layer (each name then loads the same value back)
-    state = {k: v.detach().cpu().clone() for k, v in encoder.state_dict().items()}
+    # a contiguous copy each: safetensors refuses tensors that share memory, such as the one
+    # PReLU that PyG's GIN passes to every layer (each name then loads the same value back),
+    # and channels-last ones
+    state = {
+        k: v.detach().cpu().clone(memory_format=torch.contiguous_format)
+        for k, v in encoder.state_dict().items()
+    }
     save_file(state, str(folder / WEIGHTS))
     spec = {"encoder": dict(build_args), "embed_dim": int(encoder.embed_dim), **info}
     (folder / SPEC).write_text(yaml.safe_dump(spec, sort_keys=False))

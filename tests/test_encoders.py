@@ -359,3 +359,16 @@ def test_bad_patch_size_and_bad_masks() -> None:
         encoder.forward_tokens(x, torch.zeros(2, 5, dtype=torch.bool))
     with pytest.raises(SelfsupError, match="multiples of 4"):
         encoder(torch.randn(2, 3, 10, 10))
+
+
+def test_a_channels_last_encoder_exports_and_loads_back(tmp_path) -> None:
+    """Training runs channels-last; the export writes contiguous weights all the same."""
+    from selfsup.export import export_encoder, load_encoder
+
+    torch.manual_seed(0)
+    encoder = build_encoder("convnet", in_channels=1, image_size=28, width=8).eval()
+    encoder = encoder.to(memory_format=torch.channels_last)
+    export_encoder(encoder, tmp_path)
+    images = torch.rand(2, 1, 28, 28)
+    loaded = load_encoder(tmp_path).eval()
+    torch.testing.assert_close(loaded(images), encoder(images), rtol=1e-6, atol=1e-6)
