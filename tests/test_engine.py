@@ -6,6 +6,7 @@ import math
 import types
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from engine_clock import one_second_steps
@@ -151,6 +152,33 @@ def test_sampler_splits_processes_without_duplicates_and_resumes_mid_epoch():
     assert list(samplers[0]) == a[20:]
     samplers[0].set_position(epoch=2, batch_in_epoch=0)
     assert list(samplers[0]) != a
+
+
+def test_sampler_groups_lengths_per_step_across_processes_and_resumes():
+    g = torch.Generator().manual_seed(0)
+    lengths = torch.randint(1, 1000, (1003,), generator=g).numpy()
+    batch, world = 8, 2
+    samplers = [
+        ResumableSampler(1003, batch, seed=5, rank=r, world=world, lengths=lengths)
+        for r in range(world)
+    ]
+    for s in samplers:
+        s.set_position(epoch=1, batch_in_epoch=0)
+    a, b = (torch.tensor(list(s)).view(-1, batch) for s in samplers)
+    assert a.shape == b.shape == (62, batch)  # 1003 // 2 // 8 steps, every index at most once
+    both = torch.cat([a, b], dim=1)  # (steps, global batch)
+    assert len(set(both.flatten().tolist())) == both.numel()
+    # a step's global batch spans a narrow range of lengths; uniform batches span most of it
+    spread = lambda rows: float(np.mean([np.ptp(lengths[r]) for r in rows.numpy()]))  # noqa: E731
+    uniform = torch.tensor(list(ResumableSampler(1003, 16, seed=5))).view(-1, 16)
+    assert spread(both) < 0.15 * spread(uniform), (spread(both), spread(uniform))
+    # the batches are shuffled, not served shortest first
+    firsts = lengths[both[:, 0].numpy()]
+    assert not np.all(np.diff(firsts[: ResumableSampler.LENGTH_WINDOW]) >= 0)
+    samplers[1].set_position(epoch=1, batch_in_epoch=7)
+    assert torch.equal(torch.tensor(list(samplers[1])).view(-1, batch), b[7:])
+    samplers[1].set_position(epoch=2, batch_in_epoch=0)
+    assert not torch.equal(torch.tensor(list(samplers[1])).view(-1, batch), b)
 
 
 def test_cosine_schedule_warms_up_then_decays():

@@ -331,6 +331,9 @@ def test_audio_folder_labels_transcripts_and_split(speech_folder: Path) -> None:
     sample = train[0]
     assert sample["audio"].shape == (4000,) and sample["audio"].dtype == torch.float32
     assert train.transcripts is not None and train.transcripts[0].split()[0] in ("high", "low")
+    # what the sampler groups batches by: the samples served, cut at max_seconds
+    served = [int((~train[i]["audio"].isnan()).sum()) for i in range(len(train))]
+    assert train.sample_lengths.tolist() == served and max(served) == 4000 > min(served)
     assert modality_of_data(f"audio:{speech_folder}").name == "audio"
 
 

@@ -159,8 +159,9 @@ def split_padding(wave: Tensor) -> tuple[Tensor, Tensor]:
     return wave.masked_fill(padding, 0.0), padding
 
 
-def _check_file(path: Path, key: str, sample_rate: int) -> str | None:
-    """Why ``path`` cannot be used (unreadable header, no samples, rate), or None."""
+def _check_file(path: Path, key: str, sample_rate: int) -> str | float:
+    """Why ``path`` cannot be used (unreadable header, no samples, rate), or its duration in
+    seconds."""
     sf = soundfile_module()
     try:
         info = sf.info(str(path))
@@ -172,7 +173,7 @@ def _check_file(path: Path, key: str, sample_rate: int) -> str | None:
         resample_ratio(info.samplerate, sample_rate, key)
     except SelfsupError as error:
         return str(error)
-    return None
+    return info.frames / info.samplerate
 
 
 class AudioDataset(Dataset[dict[str, Tensor]]):
@@ -201,15 +202,22 @@ class AudioDataset(Dataset[dict[str, Tensor]]):
         self.skips_bad = skip_bad
         """Whether bad recordings (and, for CTC, transcripts it cannot spell) are left out
         and counted instead of stopping: ``--skip-bad``, and always for the Asterisk prompts."""
-        keep = []
+        keep, seconds = [], []
         for i, (path, key) in enumerate(zip(files.paths, files.keys, strict=True)):
             problem = _check_file(path, key, sample_rate)
-            if problem is None:
+            if not isinstance(problem, str):
                 keep.append(i)
+                seconds.append(problem)
             elif skip_bad:
                 self.skipped.append(key)
             else:
                 raise SelfsupError(f"{problem}; {SKIP_HINT}")
+        self.sample_lengths = np.minimum(
+            np.round(np.asarray(seconds, dtype=np.float64) * sample_rate), self.max_samples
+        ).astype(np.int64)
+        """Samples of each recording as served (cut at ``max_seconds``): the engine's sampler
+        batches recordings of similar length together, as fairseq does, so the methods that
+        crop a batch to its shortest keep most of the audio."""
         self.paths = [files.paths[i] for i in keep]
         self.keys = [files.keys[i] for i in keep]
         self._labels = [files.labels[i] for i in keep] if files.labels is not None else None

@@ -239,6 +239,7 @@ def train(
         rank=fabric.global_rank,
         world=world,
         order=getattr(dataset, "epoch_order", None),  # sharded data: a windowed shuffle
+        lengths=getattr(dataset, "sample_lengths", None),  # speech: batches of like lengths
     )
     steps_per_epoch = sampler.batches_per_epoch
     if steps_per_epoch == 0:

@@ -5,7 +5,9 @@ Baevski, Zhou, Mohamed, Auli. "wav2vec 2.0: A Framework for Self-Supervised Lear
 Speech Representations." NeurIPS 2020. arXiv:2006.11477.
 
 One step, for waveforms (B, T) cropped to the batch's shortest utterance (fairseq's
-pretraining batches; a random window of each longer one):
+pretraining batches; a random window of each longer one). The engine's sampler groups
+recordings of similar length into a batch (``AudioDataset.sample_lengths``), as fairseq does,
+so the crop keeps most of the audio:
 
     z = feature encoder(wave)                 (B, N, C) latent frames, gradient scaled by 0.1
     mask = span_mask(p = 0.065, 10 frames)    (B, N) about half the frames hidden
