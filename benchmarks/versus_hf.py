@@ -209,6 +209,37 @@ def summarise(
     return out | {k: mine[0][k] for k in same}
 
 
+def median_table(
+    args: argparse.Namespace,
+    runs: list[dict[str, Any]],
+    key: str,
+    unit: str,
+    labels: tuple[str, str],
+    **extra: Any,
+) -> dict[str, Any]:
+    """Each model's parameters, median ``key`` over its rounds and peak memory, printed as a
+    markdown table (``unit`` names the ``key`` column, ``labels`` the selfsup and HF rows) with
+    the selfsup / HF ratio -> every number, written to ``args.json`` when given."""
+    summary = {}
+    for model in MODELS:
+        mine = [r for r in runs if r["model"] == model]
+        summary[model] = {
+            "params": mine[0]["params"],
+            key: statistics.median(r[key] for r in mine),
+            "peak_mb": max(r["peak_mb"] for r in mine),
+        }
+    print(f"\n| implementation | parameters | {unit} (median) | peak memory |")
+    print("|---|---|---|---|")
+    for model, label in zip(MODELS, labels, strict=True):
+        s = summary[model]
+        print(f"| {label} | {s['params']:,} | {s[key]:.1f} | {s['peak_mb']:.0f} MB |")
+    ratio = summary["selfsup"][key] / summary["hf"][key]
+    print(f"\nselfsup / HF throughput: {ratio:.2f}x")
+    result = {"runs": runs, "summary": summary, "ratio": ratio, **extra}
+    write_json(args.json, result)
+    return result
+
+
 def memory_note(in_process: bool, device: str) -> str:
     """What the memory columns measure."""
     if in_process:

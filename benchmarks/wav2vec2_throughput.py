@@ -27,23 +27,21 @@ second of training.
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from versus_hf import (
-    MODELS,
     Model,
     alternate,
     check_run_arguments,
     make_step,
+    median_table,
     peak_rss_mb,
     require_transformers,
     run_parser,
     timed_steps,
-    write_json,
 )
 
 SAMPLE_RATE = 8000
@@ -212,24 +210,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 f"MB, loss {r['first_loss']:.3f} -> {r['last_loss']:.3f}")  # fmt: skip
 
     runs = alternate(run_model, spec, args.rounds, args.in_process, say)
-    summary = {}
-    for model in MODELS:
-        mine = [r for r in runs if r["model"] == model]
-        summary[model] = {
-            "params": mine[0]["params"],
-            "audio_s_per_s": statistics.median(r["audio_s_per_s"] for r in mine),
-            "peak_mb": max(r["peak_mb"] for r in mine),
-        }
-    print("\n| implementation | parameters | s of audio / s (median) | peak memory |")
-    print("|---|---|---|---|")
-    for model, label in (("selfsup", "selfsup wav2vec2"), ("hf", "HF Wav2Vec2ForPreTraining")):
-        s = summary[model]
-        print(f"| {label} | {s['params']:,} | {s['audio_s_per_s']:.1f} | {s['peak_mb']:.0f} MB |")
-    ratio = summary["selfsup"]["audio_s_per_s"] / summary["hf"]["audio_s_per_s"]
-    print(f"\nselfsup / HF throughput: {ratio:.2f}x")
-    result = {"runs": runs, "summary": summary, "ratio": ratio, "source": source}
-    write_json(args.json, result)
-    return result
+    labels = ("selfsup wav2vec2", "HF Wav2Vec2ForPreTraining")
+    return median_table(args, runs, "audio_s_per_s", "s of audio / s", labels, source=source)
 
 
 if __name__ == "__main__":
