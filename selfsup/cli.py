@@ -329,8 +329,10 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
             ev[key] = getattr(args, key)
     if args.merge_lora:
         ev["lora_merge"] = True
-    eval_cfg = from_dict(EvalConfig, ev, prefix="eval.") if ev else None
-    evaluate_run(args.run, args.data, eval_cfg=eval_cfg, out=args.out)
+    # the flags change the run's own eval settings (fractions, seeds, max_train, ...) and
+    # nothing else; from_dict checks them as it checks a config file
+    from_dict(EvalConfig, ev, prefix="eval.")
+    evaluate_run(args.run, args.data, eval_overrides=ev, out=args.out)
 
 
 def cmd_compare(args: argparse.Namespace) -> None:

@@ -9,6 +9,7 @@ data's modality (``selfsup.modalities``).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import shutil
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ import torch
 from torch import nn
 from torch.utils.data import Subset
 
-from selfsup.config import EvalConfig, RunConfig, make_config
+from selfsup.config import EvalConfig, RunConfig, from_dict, make_config
 from selfsup.data.subset import keep_classes
 from selfsup.engine.progress import console
 from selfsup.errors import SelfsupError
@@ -48,6 +49,7 @@ def evaluate_run(
     *,
     cfg: RunConfig | None = None,
     eval_cfg: EvalConfig | None = None,
+    eval_overrides: dict[str, Any] | None = None,
     name: str | None = None,
     out: str | Path | None = None,
 ) -> list[dict[str, Any]]:
@@ -55,7 +57,11 @@ def evaluate_run(
     encoder and the two baselines (the raw input: pixels, TF-IDF, ...; the same encoder at
     random init), plus what the modality adds (a causal language model's perplexity). Prints
     a table, writes eval.json and report.html into the run folder (or ``out``). Every row
-    names the data set it was measured on (``data``)."""
+    names the data set it was measured on (``data``).
+
+    The settings are ``eval_cfg`` when given, else the run's own ``eval`` section (its
+    fractions, seeds, ``max_train``, ...) with ``eval_overrides`` (``selfsup evaluate``'s
+    flags) on top."""
     run_dir: Path | None = None
     if isinstance(run, nn.Module):
         encoder = run
@@ -66,7 +72,7 @@ def evaluate_run(
         spec = read_spec(run_dir)
         if cfg is None and (run_dir / "config.yaml").is_file():
             cfg = make_config(run_dir / "config.yaml")
-    ev = eval_cfg or (cfg.eval if cfg else EvalConfig())
+    ev = eval_cfg or _with_overrides(cfg.eval if cfg else EvalConfig(), eval_overrides or {})
     data_spec = data or ev.data or (cfg.data.name if cfg else None)
     if data_spec is None:
         raise SelfsupError("no labelled data to evaluate on: pass --data")
@@ -217,6 +223,13 @@ def evaluate_run(
                 )
             console.print(f"report: {path}")
     return rows
+
+
+def _with_overrides(base: EvalConfig, overrides: dict[str, Any]) -> EvalConfig:
+    """``base`` with the keys of ``overrides`` replaced, checked as a config file's are."""
+    if not overrides:
+        return base
+    return from_dict(EvalConfig, {**dataclasses.asdict(base), **overrides}, prefix="eval.")
 
 
 def _extra_line(row: dict[str, Any]) -> str:
