@@ -109,7 +109,6 @@ def test_export_from_checkpoint_matches_final_export(tmp_path):
     torch.testing.assert_close(extract_features(load_encoder(tmp_path / "again"), images), before)
 
 
-
 def test_evaluate_flags_change_only_what_they_name_in_the_runs_eval_settings(tmp_path):
     run = tmp_path / "run"
     own = ["--set", "eval.max_train=300", "--set", "eval.label_fractions=[0.5,1.0]"]
@@ -122,6 +121,7 @@ def test_evaluate_flags_change_only_what_they_name_in_the_runs_eval_settings(tmp
     assert main(["evaluate", str(run), "--no-report", "--no-baselines", "--max-train", "200"]) == 0
     rows = json.loads((run / "eval.json").read_text())
     assert max(r["num_train"] for r in rows) == 200
+
 
 @pytest.fixture
 def corrupt_folder(tmp_path):
