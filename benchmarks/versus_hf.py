@@ -168,6 +168,21 @@ def timed_steps(
     return losses, seconds
 
 
+def warm_then_time(
+    step: Callable[[int], float], warmup: int, total: int, device: str
+) -> tuple[list[float], list[float], float]:
+    """Steps 0..warmup-1 untimed, then each of warmup..total-1 timed alone -> (their losses,
+    their seconds, peak memory in MB: the GPU's since the warm-up, else the process's RSS)."""
+    for i in range(warmup):
+        step(i)
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    losses, seconds = timed_steps(step, range(warmup, total), device)
+    peak = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else peak_rss_mb()
+    return losses, seconds, peak
+
+
 def run_isolated(run_model: RunModel, model: Model, spec: Any) -> dict[str, Any]:
     """``run_model(model, spec)`` in a fresh spawned process (its own memory peak and threads)."""
     context = multiprocessing.get_context("spawn")

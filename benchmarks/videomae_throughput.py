@@ -36,10 +36,9 @@ from versus_hf import (
     check_run_arguments,
     make_step,
     median_table,
-    peak_rss_mb,
     require_transformers,
     run_parser,
-    timed_steps,
+    warm_then_time,
 )
 
 FRAMES, SIZE, PATCH, TUBELET = 8, 32, 8, 2
@@ -130,14 +129,8 @@ def run_model(model: Model, spec: Spec) -> dict[str, Any]:
         return net(to_clip_input(clips[i]), bool_masked_pos=mask).loss
 
     step = make_step(forward, opt, device.type, spec.precision)
-    for i in range(spec.warmup):
-        step(i)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    losses, seconds = timed_steps(step, range(spec.warmup, len(clips)), device.type)
+    losses, seconds, peak = warm_then_time(step, spec.warmup, len(clips), device.type)
     count = sum(len(c) for c in clips[spec.warmup :])
-    peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else peak_rss_mb()
     return {
         "model": model,
         "params": params,

@@ -38,10 +38,9 @@ from versus_hf import (
     check_run_arguments,
     make_step,
     median_table,
-    peak_rss_mb,
     require_transformers,
     run_parser,
-    timed_steps,
+    warm_then_time,
 )
 
 SAMPLE_RATE = 8000
@@ -166,15 +165,9 @@ def run_model(model: Model, spec: Spec) -> dict[str, Any]:
         ).loss
 
     step = make_step(forward, opt, device.type, spec.precision)
-    for i in range(spec.warmup):
-        step(i)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    losses, seconds = timed_steps(step, range(spec.warmup, len(waves)), device.type)
+    losses, seconds, peak = warm_then_time(step, spec.warmup, len(waves), device.type)
     took = sum(seconds)
     audio_s = sum(w.numel() for w in waves[spec.warmup :]) / SAMPLE_RATE
-    peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else peak_rss_mb()
     return {
         "model": model,
         "params": params,
