@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 
 from selfsup.config import PROTOCOLS
 from selfsup.errors import SelfsupError
+from selfsup.modalities import MODALITIES
 
 PRESETS = Path(__file__).parent / "configs"
 
@@ -38,6 +39,12 @@ def _preset(name: str) -> Path:
     raise SelfsupError(f"config {name!r} is neither a file nor a shipped preset ({known})")
 
 
+def _data_help() -> str:
+    """Every modality's sources, from the registry, so a new modality shows up here."""
+    kinds = "; ".join(f"{name}: {' | '.join(m.sources)}" for name, m in MODALITIES.items())
+    return f"{kinds} (a user's own files as PREFIX:PATH, e.g. folder:PATH; `selfsup list` says what each is)"
+
+
 def _add_train_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("what to train")
     g.add_argument(
@@ -50,10 +57,7 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--data",
-        help="images: digits | fashion-mnist[:FOLDER] | folder:PATH | npz:PATH | shards:PATH; "
-        "text: fortunes | gcide | text:FILE.txt|FILE.jsonl|FOLDER; code: python-stdlib | "
-        "code:PATH[:ext=py,js]; either: wds:PATH (WebDataset "
-        "shards from `selfsup pack` or img2dataset; brace patterns too)",
+        help=_data_help(),
     )
     g.add_argument(
         "--image-size",

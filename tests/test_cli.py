@@ -212,3 +212,15 @@ def test_list_shows_methods_encoders_and_data(capsys):
         "demo",
     ):
         assert word in out
+
+
+def test_data_flag_help_names_every_modalitys_sources():
+    from selfsup.cli import build_parser
+    from selfsup.modalities import MODALITIES
+
+    pretrain = build_parser()._subparsers._group_actions[0].choices["pretrain"]
+    (data_flag,) = [a for a in pretrain._actions if "--data" in a.option_strings]
+    for name, modality in MODALITIES.items():
+        assert f"{name}: " in data_flag.help
+        for source in modality.sources:
+            assert source in data_flag.help
