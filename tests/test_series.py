@@ -516,6 +516,25 @@ def test_series_specs_find_their_modality():
         load_series("ucr:GunPointy")
 
 
+def test_a_set_is_found_in_whichever_installed_package_ships_it(tmp_path, monkeypatch):
+    from selfsup.data import series
+
+    # sktime first (it lacks PickupGestureWiimoteZ), aeon second (it has it)
+    for package, name in (("first_pkg", "GunPoint"), ("second_pkg", "PickupGestureWiimoteZ")):
+        folder = tmp_path / package / "datasets" / "data" / name
+        folder.mkdir(parents=True)
+        (tmp_path / package / "__init__.py").write_text("")
+        for split in ("TRAIN", "TEST"):
+            (folder / f"{name}_{split}.ts").write_text(TS_TEXT)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(series, "PACKAGES", ("first_pkg", "second_pkg"))
+    assert series.archive_file("pickupgesturewiimotez", "test").parts[-5] == "second_pkg"
+    assert series.archive_file("GunPoint", "train").parts[-5] == "first_pkg"
+    assert len(load_series("ucr:PickupGestureWiimoteZ", "train")) == 3
+    with pytest.raises(SelfsupError, match="OSULeaf_TRAIN.ts is missing: OSULeaf ships only"):
+        series.archive_file("OSULeaf", "train")
+
+
 @pytest.mark.skipif("GunPoint" not in shipped_sets(), reason="pip install selfsup[series] (sktime)")
 def test_the_shipped_archive_sets_keep_their_splits():
     train, test = load_series("ucr:GunPoint", "train"), load_series("ucr:gunpoint", "test")

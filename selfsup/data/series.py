@@ -145,16 +145,17 @@ def load_series(spec: str, split: Split = "train", *, skip_bad: bool = False) ->
     return SeriesDataset(values, labels, name=spec, split=split, class_names=names, skipped=skipped)
 
 
-def archive_folder() -> Path | None:
-    """The folder of archive sets inside the first installed package of ``PACKAGES``."""
+def archive_folders() -> list[Path]:
+    """The folders of archive sets inside the installed packages of ``PACKAGES``, in order."""
+    folders = []
     for package in PACKAGES:
         found = importlib.util.find_spec(package)  # locates it without importing it
         if found is None or not found.submodule_search_locations:
             continue
         folder = Path(next(iter(found.submodule_search_locations))) / "datasets" / "data"
         if folder.is_dir():
-            return folder
-    return None
+            folders.append(folder)
+    return folders
 
 
 def archive_file(name: str, split: Split) -> Path:
@@ -165,18 +166,19 @@ def archive_file(name: str, split: Split) -> Path:
             f"unknown archive set {name!r}: ucr: takes one of {', '.join(ARCHIVE_SETS)}"
         )
     name = known[name.lower()]
-    folder = archive_folder()
-    if folder is None:
+    folders = archive_folders()
+    if not folders:
         raise SelfsupError(
             f"ucr:{name} needs the archive files: pip install selfsup[series] (the sktime wheel)"
         )
-    path = folder / name / f"{name}_{split.upper()}.ts"
-    if not path.is_file():
-        raise SelfsupError(
-            f"{path} is missing: {name} ships only inside "
-            + ("aeon; pip install aeon" if name == "PickupGestureWiimoteZ" else "sktime or aeon")
-        )
-    return path
+    for folder in folders:  # sktime lacks PickupGestureWiimoteZ; aeon beside it has it
+        path = folder / name / f"{name}_{split.upper()}.ts"
+        if path.is_file():
+            return path
+    raise SelfsupError(
+        f"{folders[0] / name / f'{name}_{split.upper()}.ts'} is missing: {name} ships only inside "
+        + ("aeon; pip install aeon" if name == "PickupGestureWiimoteZ" else "sktime or aeon")
+    )
 
 
 def _read(
@@ -537,7 +539,7 @@ def _drop_empty(
 @functools.cache
 def shipped_sets() -> tuple[str, ...]:
     """The archive sets found in the installed packages."""
-    folder = archive_folder()
-    if folder is None:
-        return ()
-    return tuple(n for n in ARCHIVE_SETS if (folder / n / f"{n}_TRAIN.ts").is_file())
+    folders = archive_folders()
+    return tuple(
+        n for n in ARCHIVE_SETS if any((f / n / f"{n}_TRAIN.ts").is_file() for f in folders)
+    )
