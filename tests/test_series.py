@@ -426,6 +426,33 @@ def test_dtw_forgives_warping_that_euclid_does_not():
     assert float(dtw_distances(bump[None], doubled)) == 0.0
 
 
+def test_the_evaluations_dtw_baseline_is_skipped_with_a_line_when_it_would_take_hours(
+    tmp_path, monkeypatch
+):
+    from selfsup.config import EvalConfig
+    from selfsup.evaluate import dtw
+    from selfsup.modalities import MODALITIES
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "s.npz"
+    np.savez(path, x=rng.normal(size=(24, 30, 1)).astype(np.float32), y=np.arange(24) % 2)
+    train, test = load_series(f"series:{path}", "train"), load_series(f"series:{path}", "test")
+    ev = EvalConfig(label_fractions=(1.0,), seeds=(0,))
+    cells = len(train) * len(test) * 30 * 30
+    assert dtw.dtw_cells(stacked(test), stacked(train)) == cells
+    lines: list[str] = []
+    rows = MODALITIES["series"].raw_baseline(train, test, ev, ["linear"], lines.append)
+    assert [r["protocol"] for r in rows] == ["linear", "1nn-dtw"]
+    monkeypatch.setattr(dtw, "CELLS_IN_EVALUATION", cells - 1)
+    rows = MODALITIES["series"].raw_baseline(train, test, ev, ["linear"], lines.append)
+    assert [r["protocol"] for r in rows] == ["linear"]
+    assert f"1-NN DTW skipped: {len(test)} × {len(train)} series are {cells:.1e}" in lines[-1]
+
+
+def stacked(dataset) -> torch.Tensor:
+    return torch.stack([dataset[i]["series"] for i in range(len(dataset))])
+
+
 def test_nn_dtw_rows_at_label_fractions():
     g = torch.Generator().manual_seed(0)
     t = torch.linspace(0, 6, 20)

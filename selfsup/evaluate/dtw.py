@@ -32,6 +32,19 @@ PAIRS_PER_BATCH = 2_000_000
 each: three diagonals and both series) while keeping each vectorised step large."""
 
 
+CELLS_IN_EVALUATION = 1e11
+"""The most DTW cells (test series × training series × the two lengths) the raw baseline of an
+evaluation computes: ACSF1 (100 × 100 series of 1,460 steps, 2.1e10 cells) takes ~6-12
+minutes on one core here; PLAID (537 × 537 of up to 1,344, 5.2e11) would take hours, and is
+left to ``benchmarks/ucr_dtw.py``."""
+
+
+def dtw_cells(queries: Tensor, bank: Tensor) -> float:
+    """Cells of the DTW matrices ``dtw_distances`` sweeps for these NaN-padded series."""
+    longest_q, longest_n = int(series_lengths(queries).max()), int(series_lengths(bank).max())
+    return float(len(queries)) * len(bank) * longest_q * longest_n
+
+
 def series_lengths(x: Tensor) -> Tensor:
     """(N, T, C) NaN-padded -> (N,) int64: one past each series' last observed step (at least 1)."""
     observed = ~torch.isnan(x).all(dim=-1)  # (N, T)

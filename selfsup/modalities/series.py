@@ -116,8 +116,9 @@ class SeriesModality:
     ) -> list[dict[str, Any]]:
         """Linear probe and kNN on the raw values, flattened (NaN as 0, the shorter split
         padded with 0 to the longer one's length), and 1-NN under full-window DTW on the
-        series as they are (the archive's standard baseline), at the same label fractions."""
-        from selfsup.evaluate.dtw import nn_dtw_rows
+        series as they are (the archive's standard baseline), at the same label fractions;
+        DTW is skipped with a line when it would sweep more than ``CELLS_IN_EVALUATION``."""
+        from selfsup.evaluate.dtw import CELLS_IN_EVALUATION, dtw_cells, nn_dtw_rows
         from selfsup.evaluate.features import stream_inputs
         from selfsup.evaluate.protocol import FeatureSet, probe_raw
 
@@ -125,6 +126,13 @@ class SeriesModality:
         rows = probe_raw(raw, ev, probes, progress)
         train_series = stream_inputs(train, self.input_key, ev.batch_size)
         test_series = stream_inputs(test, self.input_key, ev.batch_size)
+        cells = dtw_cells(test_series[0], train_series[0])
+        if cells > CELLS_IN_EVALUATION:
+            progress(
+                f"raw · 1-NN DTW skipped: {len(test_series[0])} × {len(train_series[0])} series "
+                f"are {cells:.1e} DTW cells, hours here; benchmarks/ucr_dtw.py computes it alone"
+            )
+            return rows
         return rows + nn_dtw_rows(train_series, test_series, ev.label_fractions, ev.seeds, progress)
 
     def extra_evaluation(
