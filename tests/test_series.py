@@ -413,6 +413,29 @@ def test_dtw_matches_the_plain_python_recurrence(channels):
             assert float(fast[i, j]) == pytest.approx(slow, rel=1e-5), (i, j)
 
 
+@pytest.mark.parametrize("bank_block, pairs_per_batch", [(3, 40), (2, 1), (64, 2_000_000)])
+def test_dtw_in_length_sorted_blocks_equals_every_pair_at_full_length(
+    bank_block, pairs_per_batch, monkeypatch
+):
+    from selfsup.evaluate import dtw
+
+    g = torch.Generator().manual_seed(1)
+    queries, bank = torch.randn(9, 30, 2, generator=g), torch.randn(7, 25, 2, generator=g)
+    for series, lengths in (
+        (queries, [30, 3, 17, 5, 30, 1, 8, 12, 29]),
+        (bank, [4, 25, 9, 2, 16, 25, 7]),
+    ):
+        for row, length in enumerate(lengths):
+            series[row, length:] = float("nan")
+    len_q, len_n = dtw.series_lengths(queries), dtw.series_lengths(bank)
+    qi, ni = torch.arange(9).repeat_interleave(7), torch.arange(7).repeat(9)
+    every_pair = dtw.dtw_pairs(queries[qi], bank[ni], len_q[qi], len_n[ni]).view(9, 7)
+    monkeypatch.setattr(dtw, "BANK_BLOCK", bank_block)
+    monkeypatch.setattr(dtw, "PAIRS_PER_BATCH", pairs_per_batch)
+    assert torch.equal(dtw.dtw_distances(queries, bank), every_pair)
+    assert dtw.dtw_cells(queries, bank) == sum(len_q.tolist()) * sum(len_n.tolist())
+
+
 def test_dtw_forgives_warping_that_euclid_does_not():
     t = torch.linspace(0, 6, 40)
     bump = torch.exp(-((t - 2) ** 2) * 4)[:, None]  # (40, 1)
@@ -438,7 +461,7 @@ def test_the_evaluations_dtw_baseline_is_skipped_with_a_line_when_it_would_take_
     np.savez(path, x=rng.normal(size=(24, 30, 1)).astype(np.float32), y=np.arange(24) % 2)
     train, test = load_series(f"series:{path}", "train"), load_series(f"series:{path}", "test")
     ev = EvalConfig(label_fractions=(1.0,), seeds=(0,))
-    cells = len(train) * len(test) * 30 * 30
+    cells = len(train) * len(test) * 30 * 30  # every series 30 steps long
     assert dtw.dtw_cells(stacked(test), stacked(train)) == cells
     lines: list[str] = []
     rows = MODALITIES["series"].raw_baseline(train, test, ev, ["linear"], lines.append)
