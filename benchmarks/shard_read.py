@@ -53,7 +53,9 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="selfsup-read-", dir=args.tmp))
     os.environ.setdefault("SELFSUP_CACHE", str(root / "cache"))
     print(f"{args.data}, image size {args.image_size or 'as stored'}, batch {args.batch_size}")
-    print(f"{'format':>6} {'pack s':>7} {'MB':>7} {'0 workers /s':>13} {f'{args.workers} workers /s':>13}")
+    print(
+        f"{'format':>6} {'pack s':>7} {'MB':>7} {'0 workers /s':>13} {f'{args.workers} workers /s':>13}"
+    )
     for form, prefix in (("npy", "shards"), ("wds", "wds")):
         out = root / form
         started = time.perf_counter()
