@@ -91,8 +91,8 @@ def retrieval_table(runs: list[Path]) -> list[str]:
 
 
 def zero_shot_table(runs: list[Path]) -> list[str]:
-    lines = ["| classifier | captions | accuracy (%) |", "|---|---|---|"]
-    baselines: dict[tuple[str, str], float] = {}
+    lines = ["| classifier | captions | accuracy (%) | mean per class (%) |", "|---|---|---|---|"]
+    baselines: dict[tuple[str, str], dict] = {}
     chance = majority = None
     for run in runs:
         rows = _json(run, "zero_shot.json")
@@ -101,16 +101,20 @@ def zero_shot_table(runs: list[Path]) -> list[str]:
         if mine is None:
             continue
         chance, majority = mine["chance"], mine["majority"]
-        lines.append(f"| {method} | {data} | {_pct(mine['zero_shot_accuracy'])} |")
+        lines.append(f"| {method} | {data} | {_zero_cells(mine)} |")
         for r in rows:
             if r["encoder"] != method:
-                baselines.setdefault((r["encoder"], data), r["zero_shot_accuracy"])
-    for (encoder, data), accuracy in sorted(baselines.items()):
-        lines.append(f"| {encoder} | {data} | {_pct(accuracy)} |")
+                baselines.setdefault((r["encoder"], data), r)
+    for (encoder, data), row in sorted(baselines.items()):
+        lines.append(f"| {encoder} | {data} | {_zero_cells(row)} |")
     if chance is not None:
-        lines.append(f"| chance | | {_pct(chance)} |")
-        lines.append(f"| majority class | | {_pct(majority)} |")
+        lines.append(f"| chance | | {_pct(chance)} | {_pct(chance)} |")
+        lines.append(f"| majority class | | {_pct(majority)} | {_pct(chance)} |")
     return lines
+
+
+def _zero_cells(row: dict) -> str:
+    return f"{_pct(row['zero_shot_accuracy'])} | {_pct(row.get('zero_shot_balanced_accuracy'))}"
 
 
 def probe_table(runs: list[Path], simclr: Path | None) -> list[str]:

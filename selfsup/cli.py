@@ -375,7 +375,8 @@ def cmd_zero_shot(args: argparse.Namespace) -> None:
     if "accuracy" in result:
         print(
             f"zero-shot accuracy {result['accuracy']:.1f}% on the {result['labelled']} labelled "
-            f"images (chance {result['chance']:.1f}%)"
+            f"images, mean per class {result['balanced_accuracy']:.1f}% (chance "
+            f"{result['chance']:.1f}%)"
         )
     if args.out:
         print(f"predictions: {args.out}")

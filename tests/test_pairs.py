@@ -253,6 +253,29 @@ def test_recall_at_k_against_counting_by_hand():
     assert recall == {1: 0.0, 2: pytest.approx(100 / 3), 3: pytest.approx(100.0)}
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_balanced_accuracy_is_the_mean_of_per_class_accuracies(seed):
+    from selfsup.evaluate.retrieval import balanced_accuracy
+
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 6, (200,), generator=g)
+    labels[labels == 4] = 0  # class 4 absent from the labels: it does not count
+    predicted = torch.where(
+        torch.rand(200, generator=g) < 0.6, labels, torch.randint(0, 6, (200,), generator=g)
+    )
+    per_class = []
+    for c in range(6):
+        rows = [i for i in range(200) if labels[i] == c]
+        if rows:
+            per_class.append(sum(int(predicted[i] == c) for i in rows) / len(rows))
+    assert balanced_accuracy(predicted, labels) == pytest.approx(
+        100 * sum(per_class) / len(per_class)
+    )
+    # always the largest class: its share as accuracy, chance over the classes present here
+    largest = torch.full_like(labels, int(torch.bincount(labels).argmax()))
+    assert balanced_accuracy(largest, labels) == pytest.approx(100 / len(per_class))
+
+
 def test_the_prompt_ensemble_is_the_mean_of_normalised_prompts():
     assert prompts_for(["signs_and_symbols"], ("a {}.", "{}"))[0] == "a signs and symbols."
     z = torch.tensor([[2.0, 0.0], [0.0, 5.0], [0.0, -1.0], [0.0, -3.0]])  # 2 classes x 2 prompts
@@ -353,6 +376,7 @@ def test_clip_learns_zero_shot_and_retrieval_end_to_end(tmp_path, capsys):
     zero = {r["encoder"]: r for r in json.loads((run.run_dir / "zero_shot.json").read_text())}
     found = {r["encoder"]: r for r in json.loads((run.run_dir / "retrieval.json").read_text())}
     assert zero["clip"]["zero_shot_accuracy"] >= 80 > zero["random-init"]["zero_shot_accuracy"]
+    assert zero["clip"]["zero_shot_balanced_accuracy"] >= 80
     assert found["clip"]["image_to_text_r5"] > 2 * found["random-init"]["image_to_text_r5"]
     assert found["clip"]["text_to_image_r5"] > 2 * found["random-init"]["text_to_image_r5"]
 
@@ -368,6 +392,7 @@ def test_clip_learns_zero_shot_and_retrieval_end_to_end(tmp_path, capsys):
     printed = capsys.readouterr().out
     accuracy = float(printed.split("zero-shot accuracy ")[1].split("%")[0])
     assert accuracy >= 80, printed
+    assert float(printed.split("mean per class ")[1].split("%")[0]) >= 80, printed
     rows = out.read_text().splitlines()
     assert rows[0] == "image,predicted,score" and len(rows) == 1 + 160
     assert {r.split(",")[1] for r in rows[1:]} <= {"square", "stripe"}

@@ -32,7 +32,12 @@ def fake_run(folder, method, data, *, loss, r1, zero_shot, linear):
     (folder / "zero_shot.json").write_text(
         json.dumps(
             [
-                {"encoder": method, "zero_shot_accuracy": zero_shot, **common},
+                {
+                    "encoder": method,
+                    "zero_shot_accuracy": zero_shot,
+                    "zero_shot_balanced_accuracy": 9.0,
+                    **common,
+                },
                 {"encoder": "tf-idf caption → class name", "zero_shot_accuracy": 4.1, **common},
             ]
         )  # fmt: skip
@@ -86,11 +91,11 @@ def test_tables_name_each_runs_captions_and_keep_small_recalls_readable(bench, t
     )
     assert retrieval[-1].startswith("| random init | | | 0.07 | 0.07 |")
     zero = bench.zero_shot_table([clip, kept])
-    assert "| siglip | openclipart-pairs-kept | 31.0 |" in zero
+    assert "| siglip | openclipart-pairs-kept | 31.0 | 9.0 |" in zero
     # the TF-IDF baseline reads each run's own captions: one row per caption set
-    assert "| tf-idf caption → class name | openclipart-pairs | 4.1 |" in zero
-    assert "| tf-idf caption → class name | openclipart-pairs-kept | 4.1 |" in zero
-    assert zero[-2:] == ["| chance | | 4.5 |", "| majority class | | 27.4 |"]
+    assert "| tf-idf caption → class name | openclipart-pairs | 4.1 | – |" in zero
+    assert "| tf-idf caption → class name | openclipart-pairs-kept | 4.1 | – |" in zero
+    assert zero[-2:] == ["| chance | | 4.5 | 4.5 |", "| majority class | | 27.4 | 4.5 |"]
     probes = bench.probe_table([clip, kept], simclr)
     assert "| simclr (openclipart) | – | 63.0 | – | – |" in probes
     assert probes[-2:] == [

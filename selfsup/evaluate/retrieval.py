@@ -132,3 +132,14 @@ def tfidf_zero_shot(
 def accuracy(predicted: Tensor | np.ndarray, labels: Tensor | np.ndarray) -> float:
     """Share of correct predictions, in %."""
     return float((torch.as_tensor(predicted) == torch.as_tensor(labels)).float().mean() * 100)
+
+
+def balanced_accuracy(predicted: Tensor | np.ndarray, labels: Tensor | np.ndarray) -> float:
+    """The mean over the classes present in ``labels`` of each class's share of correct
+    predictions, in %: on unequal classes, answering the largest class always scores
+    100 / classes, as chance does, where plain accuracy scores the class's share."""
+    predicted, labels = torch.as_tensor(predicted), torch.as_tensor(labels)
+    classes = int(labels.max()) + 1
+    right = torch.bincount(labels[predicted == labels], minlength=classes).double()
+    seen = torch.bincount(labels, minlength=classes).double()
+    return float((right[seen > 0] / seen[seen > 0]).mean() * 100)

@@ -176,7 +176,7 @@ class PairsModality:
     ) -> dict[str, list[dict[str, Any]]]:
         """Zero-shot accuracy and retrieval recall of each two-tower model on the held-out
         pairs of ``spec``, plus the TF-IDF caption baseline of zero-shot."""
-        from selfsup.evaluate.retrieval import accuracy, tfidf_zero_shot
+        from selfsup.evaluate.retrieval import tfidf_zero_shot
 
         first = next(iter(models.values()))
         if not callable(getattr(first, "encode_text", None)) or folder is None:
@@ -196,7 +196,7 @@ class PairsModality:
                 {
                     "encoder": "tf-idf caption → class name",
                     "data": spec,
-                    **_zero_row(accuracy(guessed, labels), labels, len(test.class_names)),
+                    **_zero_row(torch.as_tensor(guessed), labels, len(test.class_names)),
                 }
             )
         return {"zero_shot.json": zero_shot, "retrieval.json": retrieval}
@@ -213,10 +213,16 @@ class PairsModality:
         }
 
 
-def _zero_row(acc: float, labels: Tensor, num_classes: int) -> dict[str, Any]:
+def _zero_row(predicted: Tensor, labels: Tensor, num_classes: int) -> dict[str, Any]:
+    """Accuracy and mean per-class accuracy of zero-shot predictions, beside what chance and
+    always answering the largest class give (the latter's mean per-class accuracy is chance's
+    over the classes present)."""
+    from selfsup.evaluate.retrieval import accuracy, balanced_accuracy
+
     majority = float(torch.bincount(labels, minlength=num_classes).max()) / len(labels) * 100
     return {
-        "zero_shot_accuracy": acc,
+        "zero_shot_accuracy": accuracy(predicted, labels),
+        "zero_shot_balanced_accuracy": balanced_accuracy(predicted, labels),
         "chance": 100 / num_classes,
         "majority": majority,
         "classes": num_classes,
@@ -268,11 +274,7 @@ def pair_scores(
     model: nn.Module, dataset: PairDataset, batch_size: int
 ) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     """Zero-shot accuracy (None without labels) and retrieval recall@1/5/10 both ways."""
-    from selfsup.evaluate.retrieval import (
-        accuracy,
-        recall_at_k,
-        zero_shot_predict,
-    )
+    from selfsup.evaluate.retrieval import recall_at_k, zero_shot_predict
 
     images, captions = pair_embeddings(model, dataset, batch_size)
     both = {"num_test": len(dataset)}
@@ -287,8 +289,7 @@ def pair_scores(
         model, dataset.tokenizer, dataset.class_names, dataset.max_length, batch_size
     )
     labels = dataset.labels()
-    acc = accuracy(zero_shot_predict(images, classifier), labels)
-    return _zero_row(acc, labels, len(dataset.class_names)), both
+    return _zero_row(zero_shot_predict(images, classifier), labels, len(dataset.class_names)), both
 
 
 PAIRS = PairsModality()
@@ -316,6 +317,7 @@ def zero_shot_images(
 
     from selfsup.data.sources import load_images
     from selfsup.evaluate.features import map_batches
+    from selfsup.evaluate.retrieval import accuracy, balanced_accuracy
     from selfsup.export import load_encoder, read_spec
 
     folder = Path(run).parent if Path(run).is_file() else Path(run)
@@ -370,7 +372,8 @@ def zero_shot_images(
     if len(known) and bool((known >= 0).any()):
         keep = known >= 0
         result["labelled"] = int(keep.sum())
-        result["accuracy"] = float((predicted[keep] == known[keep]).float().mean() * 100)
+        result["accuracy"] = accuracy(predicted[keep], known[keep])
+        result["balanced_accuracy"] = balanced_accuracy(predicted[keep], known[keep])
     if out is not None:
         with Path(out).open("w", newline="") as handle:
             writer = csv.writer(handle)
