@@ -60,8 +60,9 @@ def _pct(value: float | None) -> str:
 
 
 def run_name(run: Path) -> str:
+    """The run folder's name, which tells runs of one method apart, with method and data."""
     cfg = _config(run)
-    return f"{cfg['method']} ({cfg['data']['name']})"
+    return f"`{run.name}` ({cfg['method']}, {cfg['data']['name']})"
 
 
 def retrieval_table(runs: list[Path]) -> list[str]:

@@ -87,7 +87,7 @@ def test_tables_name_each_runs_captions_and_keep_small_recalls_readable(bench, t
     retrieval = bench.retrieval_table([clip, kept])
     assert (
         retrieval[2]
-        == "| clip (openclipart-pairs) | 300 | 1.61 | 8.7 | 43.5 | 87.0 | 8.7 | 43.5 | 87.0 | 6:33 |"
+        == "| `clip` (clip, openclipart-pairs) | 300 | 1.61 | 8.7 | 43.5 | 87.0 | 8.7 | 43.5 | 87.0 | 6:33 |"
     )
     assert retrieval[-1].startswith("| random init | | | 0.07 | 0.07 |")
     zero = bench.zero_shot_table([clip, kept])
@@ -97,7 +97,7 @@ def test_tables_name_each_runs_captions_and_keep_small_recalls_readable(bench, t
     assert "| tf-idf caption → class name | openclipart-pairs-kept | 4.1 | – |" in zero
     assert zero[-2:] == ["| chance | | 4.5 | 4.5 |", "| majority class | | 27.4 | 4.5 |"]
     probes = bench.probe_table([clip, kept], simclr)
-    assert "| simclr (openclipart) | – | 63.0 | – | – |" in probes
+    assert "| `simclr` (simclr, openclipart) | – | 63.0 | – | – |" in probes
     assert probes[-2:] == [
         "| random init | 50.0 | 50.0 | 50.0 | 50.0 |",
         "| raw pixels | 40.0 | 40.0 | 40.0 | 40.0 |",
