@@ -102,7 +102,7 @@ def zero_shot_table(runs: list[Path]) -> list[str]:
         if mine is None:
             continue
         chance, majority = mine["chance"], mine["majority"]
-        lines.append(f"| {method} | {data} | {_zero_cells(mine)} |")
+        lines.append(f"| `{run.name}` ({method}) | {data} | {_zero_cells(mine)} |")
         for r in rows:
             if r["encoder"] != method:
                 baselines.setdefault((r["encoder"], data), r)

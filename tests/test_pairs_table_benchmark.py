@@ -91,7 +91,7 @@ def test_tables_name_each_runs_captions_and_keep_small_recalls_readable(bench, t
     )
     assert retrieval[-1].startswith("| random init | | | 0.07 | 0.07 |")
     zero = bench.zero_shot_table([clip, kept])
-    assert "| siglip | openclipart-pairs-kept | 31.0 | 9.0 |" in zero
+    assert "| `kept` (siglip) | openclipart-pairs-kept | 31.0 | 9.0 |" in zero
     # the TF-IDF baseline reads each run's own captions: one row per caption set
     assert "| tf-idf caption → class name | openclipart-pairs | 4.1 | – |" in zero
     assert "| tf-idf caption → class name | openclipart-pairs-kept | 4.1 | – |" in zero
