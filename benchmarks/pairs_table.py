@@ -15,12 +15,11 @@ names its run's data (category words cut or kept), steps, final loss and wall ti
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import re
 from pathlib import Path
 
 import yaml
+from table import _last, _time_report
 
 
 def _json(run: Path, name: str) -> list[dict]:
@@ -32,21 +31,8 @@ def _config(run: Path) -> dict:
     return yaml.safe_load((run / "config.yaml").read_text())
 
 
-def _last_loss(run: Path) -> tuple[int, float | None]:
-    step, loss = 0, None
-    with (run / "metrics.csv").open() as f:
-        for row in csv.DictReader(f):
-            if row.get("loss"):
-                step, loss = int(row["step"]), float(row["loss"])
-    return step, loss
-
-
 def _wall(run: Path) -> str:
-    log = run.parent / f"{run.name}.log"
-    if not log.is_file():
-        return "–"
-    found = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (\S+)", log.read_text())
-    return found.group(1).split(".")[0] if found else "–"
+    return _time_report(run.parent / f"{run.name}.log")[1]
 
 
 def _first(rows: list[dict], **match) -> dict | None:
@@ -77,10 +63,10 @@ def retrieval_table(runs: list[Path]) -> list[str]:
         method = _config(run)["method"]
         mine = _first(rows, encoder=method)
         random_row = random_row or _first(rows, encoder="random-init")
-        step, loss = _last_loss(run)
+        step, loss = _last(run / "metrics.csv", "step"), _last(run / "metrics.csv", "loss")
         cells = [_pct(mine and mine[k]) for k in keys]
         lines.append(
-            f"| {run_name(run)} | {step} | {'–' if loss is None else f'{loss:.2f}'} | "
+            f"| {run_name(run)} | {int(step or 0)} | {'–' if loss is None else f'{loss:.2f}'} | "
             + " | ".join(cells)
             + f" | {_wall(run)} |"
         )
